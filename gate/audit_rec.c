@@ -1,0 +1,262 @@
+/*
+ * Record builder and the typed records the fronts write; see audit_log.h.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "gate/audit_internal.h"
+
+audit_rec *audit_rec_new(const char *type, const char *session)
+{
+    audit_rec *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    audit_buf_puts(&r->body, "\"type\":");
+    audit_buf_json_str(&r->body, type, strlen(type));
+    r->need_comma[0] = true;
+    if (session)
+        audit_rec_str(r, "session", session);
+    return r;
+}
+
+void audit_rec_free(audit_rec *r)
+{
+    if (!r)
+        return;
+    audit_buf_free(&r->body);
+    free(r);
+}
+
+/* Comma and key for the next member or element; false if the record is unusable. */
+static bool member(audit_rec *r, const char *key)
+{
+    if (!r || r->misuse || r->body.oom)
+        return false;
+    bool in_array = r->depth > 0 && r->closer[r->depth] == ']';
+    if ((key == NULL) != in_array) { /* a key inside an array, or none in an object */
+        r->misuse = true;
+        return false;
+    }
+    if (r->need_comma[r->depth])
+        audit_buf_putc(&r->body, ',');
+    r->need_comma[r->depth] = true;
+    if (key) {
+        audit_buf_json_str(&r->body, key, strlen(key));
+        audit_buf_putc(&r->body, ':');
+    }
+    return true;
+}
+
+void audit_rec_bytes(audit_rec *r, const char *key, const void *p, size_t n)
+{
+    if (!member(r, key))
+        return;
+    if (p)
+        audit_buf_json_str(&r->body, p, n);
+    else
+        audit_buf_puts(&r->body, "null");
+}
+
+void audit_rec_str(audit_rec *r, const char *key, const char *s)
+{
+    audit_rec_bytes(r, key, s, s ? strlen(s) : 0);
+}
+
+void audit_rec_int(audit_rec *r, const char *key, int64_t v)
+{
+    if (member(r, key))
+        audit_buf_printf(&r->body, "%lld", (long long)v);
+}
+
+void audit_rec_uint(audit_rec *r, const char *key, uint64_t v)
+{
+    if (member(r, key))
+        audit_buf_printf(&r->body, "%llu", (unsigned long long)v);
+}
+
+void audit_rec_bool(audit_rec *r, const char *key, bool v)
+{
+    if (member(r, key))
+        audit_buf_puts(&r->body, v ? "true" : "false");
+}
+
+void audit_rec_hex(audit_rec *r, const char *key, const void *p, size_t n)
+{
+    if (!member(r, key))
+        return;
+    if (!p) {
+        audit_buf_puts(&r->body, "null");
+        return;
+    }
+    audit_buf_putc(&r->body, '"');
+    audit_buf_hex(&r->body, p, n);
+    audit_buf_putc(&r->body, '"');
+}
+
+static void begin(audit_rec *r, const char *key, char open, char close)
+{
+    if (!member(r, key))
+        return;
+    if (r->depth == AUDIT_REC_MAX_DEPTH) {
+        r->misuse = true;
+        return;
+    }
+    audit_buf_putc(&r->body, open);
+    r->depth++;
+    r->closer[r->depth] = close;
+    r->need_comma[r->depth] = false;
+}
+
+void audit_rec_begin_object(audit_rec *r, const char *key)
+{
+    begin(r, key, '{', '}');
+}
+
+void audit_rec_begin_array(audit_rec *r, const char *key)
+{
+    begin(r, key, '[', ']');
+}
+
+void audit_rec_end(audit_rec *r)
+{
+    if (!r || r->misuse)
+        return;
+    if (r->depth == 0) {
+        r->misuse = true;
+        return;
+    }
+    audit_buf_putc(&r->body, r->closer[r->depth]);
+    r->depth--;
+}
+
+/* ---- typed records ---------------------------------------------------- */
+
+/* Fields that are NULL are left out rather than written as null: a reader
+ * asks "was TLS used" with one lookup either way, and records stay short. */
+static void opt_str(audit_rec *r, const char *key, const char *s)
+{
+    if (s)
+        audit_rec_str(r, key, s);
+}
+
+audit_rec *audit_rec_connect(const audit_connect_info *c)
+{
+    audit_rec *r = audit_rec_new("connect", c->session);
+    audit_rec_str(r, "protocol", c->protocol);
+    audit_rec_str(r, "client", c->client_addr);
+    audit_rec_str(r, "tls", c->tls_version);
+    audit_rec_str(r, "identity", c->identity);
+    audit_rec_str(r, "auth", c->auth_method);
+    opt_str(r, "database", c->database);
+    opt_str(r, "role", c->role);
+    return r;
+}
+
+audit_rec *audit_rec_auth_failure(const audit_auth_failure_info *a)
+{
+    audit_rec *r = audit_rec_new("auth_failure", a->session);
+    audit_rec_str(r, "protocol", a->protocol);
+    audit_rec_str(r, "client", a->client_addr);
+    audit_rec_str(r, "tls", a->tls_version);
+    audit_rec_str(r, "user", a->user);
+    audit_rec_str(r, "auth", a->auth_method);
+    audit_rec_str(r, "reason", a->reason);
+    return r;
+}
+
+static void statement_params(audit_rec *r, const audit_param *p, size_t n)
+{
+    if (!p)
+        return;
+    audit_rec_begin_array(r, "params");
+    for (size_t i = 0; i < n; i++)
+        audit_rec_bytes(r, NULL, p[i].p, p[i].len);
+    audit_rec_end(r);
+}
+
+static void statement_columns(audit_rec *r, const audit_column *c, size_t n)
+{
+    if (!c)
+        return;
+    audit_rec_begin_array(r, "columns");
+    for (size_t i = 0; i < n; i++) {
+        audit_rec_begin_object(r, NULL);
+        audit_rec_str(r, "name", c[i].name);
+        audit_rec_str(r, "masking", c[i].masking);
+        audit_rec_end(r);
+    }
+    audit_rec_end(r);
+}
+
+static void string_array(audit_rec *r, const char *key, const char *const *v, size_t n)
+{
+    if (!v)
+        return;
+    audit_rec_begin_array(r, key);
+    for (size_t i = 0; i < n; i++)
+        audit_rec_str(r, NULL, v[i]);
+    audit_rec_end(r);
+}
+
+audit_rec *audit_rec_statement(const audit_statement_info *s)
+{
+    audit_rec *r = audit_rec_new("statement", s->session);
+    audit_rec_uint(r, "stmt", s->stmt);
+    audit_rec_bytes(r, "text", s->received ? s->received : "", s->received_len);
+    audit_rec_bytes(r, "upstream", s->upstream, s->upstream_len);
+    statement_params(r, s->params, s->nparams);
+    audit_rec_str(r, "decision", s->decision);
+    opt_str(r, "class", s->statement_class);
+    opt_str(r, "rule", s->rule);
+    opt_str(r, "reason", s->reason);
+    string_array(r, "tables", s->tables, s->ntables);
+    statement_columns(r, s->columns, s->ncolumns);
+    opt_str(r, "approval", s->approval_id);
+    return r;
+}
+
+audit_rec *audit_rec_result(const audit_result_info *x)
+{
+    audit_rec *r = audit_rec_new("result", x->session);
+    audit_rec_uint(r, "stmt", x->stmt);
+    audit_rec_uint(r, "rows", x->rows);
+    audit_rec_uint(r, "bytes", x->bytes);
+    audit_rec_hex(r, "agent_sha256", x->agent_sha256, 32);
+    audit_rec_hex(r, "db_sha256", x->db_sha256, 32);
+    audit_rec_uint(r, "duration_us", x->duration_us);
+    opt_str(r, "sqlstate", x->sqlstate);
+    opt_str(r, "error", x->error);
+    return r;
+}
+
+audit_rec *audit_rec_approval(const audit_approval_info *a)
+{
+    audit_rec *r = audit_rec_new("approval", a->session);
+    if (a->stmt)
+        audit_rec_uint(r, "stmt", a->stmt);
+    audit_rec_str(r, "approval", a->approval_id);
+    audit_rec_str(r, "event", a->event);
+    opt_str(r, "approver", a->approver);
+    opt_str(r, "reason", a->reason);
+    opt_str(r, "fingerprint", a->fingerprint);
+    return r;
+}
+
+audit_rec *audit_rec_config_reload(bool ok, const char *path, const char *detail)
+{
+    audit_rec *r = audit_rec_new("config_reload", NULL);
+    audit_rec_bool(r, "ok", ok);
+    opt_str(r, "path", path);
+    opt_str(r, "detail", detail);
+    return r;
+}
+
+audit_rec *audit_rec_disconnect(const char *session, const char *reason, uint64_t statements,
+                                uint64_t duration_us)
+{
+    audit_rec *r = audit_rec_new("disconnect", session);
+    audit_rec_str(r, "reason", reason);
+    audit_rec_uint(r, "statements", statements);
+    audit_rec_uint(r, "duration_us", duration_us);
+    return r;
+}

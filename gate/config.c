@@ -1,0 +1,636 @@
+#include "gate/config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+/* ---- error collection ---------------------------------------------------- */
+
+typedef struct cfg_errors {
+    const char *path;
+    char *buf;
+    size_t len, used;
+    int count;
+} cfg_errors;
+
+__attribute__((format(printf, 3, 4))) static void cfg_error(cfg_errors *e, const yaml_node_t *at, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    e->count++;
+    if (e->used >= e->len)
+        return;
+    int n;
+    if (at)
+        n = snprintf(e->buf + e->used, e->len - e->used, "%s:%zu: %s\n", e->path, at->start_mark.line + 1, msg);
+    else
+        n = snprintf(e->buf + e->used, e->len - e->used, "%s: %s\n", e->path, msg);
+    if (n > 0)
+        e->used += (size_t)n < e->len - e->used ? (size_t)n : e->len - e->used - 1;
+}
+
+/* ---- the settings tables -------------------------------------------------- */
+
+typedef enum { F_STRING, F_INT, F_BOOL, F_BYTES, F_ENUM, F_LOGLEVEL } field_type;
+
+typedef struct field_spec {
+    const char *key;
+    field_type type;
+    size_t offset;
+    const char *default_value; /* NULL = no default */
+    bool required;
+    int64_t min, max;              /* for F_INT / F_BYTES */
+    const char *const *enum_names; /* for F_ENUM, NULL-terminated */
+} field_spec;
+
+#define FIELD(st, key, type, member, def, req, min, max, en) \
+    {key, type, offsetof(st, member), def, req, min, max, en}
+
+static const char *const tls_mode_names[] = {"disable", "prefer", "require", "verify-ca", "verify-full", NULL};
+static const char *const protocol_names[] = {"postgres", "mysql", NULL};
+
+static const field_spec daemon_fields[] = {
+    FIELD(config, "log_level", F_LOGLEVEL, log_level, "info", false, 0, 0, NULL),
+    FIELD(config, "log_file", F_STRING, log_file, NULL, false, 0, 0, NULL),
+    FIELD(config, "pid_file", F_STRING, pid_file, NULL, false, 0, 0, NULL),
+    FIELD(config, "masking_rules", F_STRING, masking_rules_dir, NULL, false, 0, 0, NULL),
+};
+
+static const field_spec pg_listener_fields[] = {
+    FIELD(config, "address", F_STRING, pg_address, "127.0.0.1", false, 0, 0, NULL),
+    FIELD(config, "port", F_INT, pg_port, "6432", false, 1, 65535, NULL),
+};
+
+static const field_spec tls_fields[] = {
+    FIELD(config, "cert_file", F_STRING, tls_cert_file, NULL, false, 0, 0, NULL),
+    FIELD(config, "key_file", F_STRING, tls_key_file, NULL, false, 0, 0, NULL),
+    FIELD(config, "require", F_BOOL, tls_required, "false", false, 0, 0, NULL),
+};
+
+static const field_spec limit_fields[] = {
+    FIELD(config, "max_message_bytes", F_BYTES, max_message_bytes, "16MB", false, 1024, 1073741824, NULL),
+    FIELD(config, "max_startup_bytes", F_BYTES, max_startup_bytes, "10000", false, 64, 1048576, NULL),
+    FIELD(config, "max_clients", F_INT, max_clients, "1000", false, 1, 1000000, NULL),
+    FIELD(config, "client_buffer_bytes", F_BYTES, client_buffer_bytes, "1MB", false, 16384, 268435456, NULL),
+    FIELD(config, "auth_timeout_ms", F_INT, auth_timeout_ms, "15000", false, 100, 600000, NULL),
+    FIELD(config, "idle_timeout_ms", F_INT, idle_timeout_ms, "0", false, 0, 86400000, NULL),
+};
+
+static const field_spec upstream_fields[] = {
+    FIELD(cfg_upstream, "protocol", F_STRING, protocol, "postgres", false, 0, 0, NULL),
+    FIELD(cfg_upstream, "host", F_STRING, host, NULL, true, 0, 0, NULL),
+    FIELD(cfg_upstream, "port", F_INT, port, "5432", false, 1, 65535, NULL),
+    FIELD(cfg_upstream, "database", F_STRING, database, NULL, false, 0, 0, NULL),
+    FIELD(cfg_upstream, "user", F_STRING, user, NULL, true, 0, 0, NULL),
+    FIELD(cfg_upstream, "password_file", F_STRING, password_file, NULL, false, 0, 0, NULL),
+    FIELD(cfg_upstream, "password_env", F_STRING, password_env, NULL, false, 0, 0, NULL),
+    FIELD(cfg_upstream, "tls", F_ENUM, tls_mode, "disable", false, 0, 0, tls_mode_names),
+    FIELD(cfg_upstream, "tls_ca_file", F_STRING, tls_ca_file, NULL, false, 0, 0, NULL),
+    FIELD(cfg_upstream, "connect_timeout_ms", F_INT, connect_timeout_ms, "5000", false, 100, 600000, NULL),
+};
+
+static const field_spec identity_fields[] = {
+    FIELD(cfg_identity, "scram", F_STRING, secret, NULL, true, 0, 0, NULL),
+    FIELD(cfg_identity, "role", F_STRING, role_name, NULL, true, 0, 0, NULL),
+};
+
+#define NFIELDS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- YAML helpers --------------------------------------------------------- */
+
+typedef struct cfg_ctx {
+    yaml_document_t *doc;
+    cfg_errors *err;
+} cfg_ctx;
+
+static const char *scalar(const yaml_node_t *n)
+{
+    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+}
+
+static yaml_node_t *node_at(cfg_ctx *c, int index) { return yaml_document_get_node(c->doc, index); }
+
+static bool parse_int64(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* "16MB", "64kB", "1GB" or a plain number of bytes. */
+static bool parse_bytes(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || v < 0)
+        return false;
+    int64_t mult = 1;
+    if (strcasecmp(end, "kb") == 0 || strcasecmp(end, "k") == 0)
+        mult = 1024;
+    else if (strcasecmp(end, "mb") == 0 || strcasecmp(end, "m") == 0)
+        mult = 1024 * 1024;
+    else if (strcasecmp(end, "gb") == 0 || strcasecmp(end, "g") == 0)
+        mult = 1024 * 1024 * 1024;
+    else if (*end)
+        return false;
+    if (v > INT64_MAX / mult)
+        return false;
+    *out = v * mult;
+    return true;
+}
+
+static bool parse_bool(const char *s, bool *out)
+{
+    if (!strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on")) {
+        *out = true;
+        return true;
+    }
+    if (!strcmp(s, "false") || !strcmp(s, "no") || !strcmp(s, "off")) {
+        *out = false;
+        return true;
+    }
+    return false;
+}
+
+static bool set_field(cfg_ctx *c, const field_spec *f, void *base, const char *value, const yaml_node_t *at)
+{
+    char *dst = (char *)base + f->offset;
+    int64_t v;
+    switch (f->type) {
+    case F_STRING:
+        free(*(char **)dst);
+        *(char **)dst = strdup(value);
+        return true;
+    case F_INT:
+    case F_BYTES:
+        if (!(f->type == F_INT ? parse_int64(value, &v) : parse_bytes(value, &v))) {
+            cfg_error(c->err, at, "%s: \"%s\" is not a %s", f->key, value,
+                      f->type == F_INT ? "whole number" : "size (e.g. 16MB)");
+            return false;
+        }
+        if (v < f->min || v > f->max) {
+            cfg_error(c->err, at, "%s: %lld is out of range %lld..%lld", f->key, (long long)v, (long long)f->min,
+                      (long long)f->max);
+            return false;
+        }
+        if (f->type == F_INT)
+            *(int *)dst = (int)v;
+        else
+            *(int64_t *)dst = v;
+        return true;
+    case F_BOOL:
+        if (!parse_bool(value, (bool *)dst)) {
+            cfg_error(c->err, at, "%s: \"%s\" is not true or false", f->key, value);
+            return false;
+        }
+        return true;
+    case F_ENUM:
+        for (int i = 0; f->enum_names[i]; i++) {
+            if (strcmp(value, f->enum_names[i]) == 0) {
+                *(int *)dst = i;
+                return true;
+            }
+        }
+        cfg_error(c->err, at, "%s: \"%s\" is not one of the allowed values", f->key, value);
+        return false;
+    case F_LOGLEVEL: {
+        log_level lvl;
+        if (!log_level_from_name(value, &lvl)) {
+            cfg_error(c->err, at, "%s: \"%s\" is not debug, info, warn or error", f->key, value);
+            return false;
+        }
+        *(int *)dst = (int)lvl;
+        return true;
+    }
+    }
+    return false;
+}
+
+static void apply_defaults(cfg_ctx *c, const field_spec *fields, size_t n, void *base)
+{
+    for (size_t i = 0; i < n; i++)
+        if (fields[i].default_value)
+            set_field(c, &fields[i], base, fields[i].default_value, NULL);
+}
+
+/* Fill base from a mapping node through a field table; unknown keys are errors. */
+static void apply_mapping(cfg_ctx *c, const yaml_node_t *map, const field_spec *fields, size_t n, void *base,
+                          const char *section)
+{
+    bool seen[32] = {false};
+    if (!map || map->type != YAML_MAPPING_NODE) {
+        cfg_error(c->err, map, "%s must be a mapping of settings", section);
+        return;
+    }
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = node_at(c, p->key), *v = node_at(c, p->value);
+        const char *key = scalar(k), *value = scalar(v);
+        size_t i;
+        for (i = 0; i < n; i++)
+            if (key && strcmp(key, fields[i].key) == 0)
+                break;
+        if (i == n) {
+            cfg_error(c->err, k, "unknown setting \"%s\" in %s", key ? key : "?", section);
+            continue;
+        }
+        if (!value) {
+            cfg_error(c->err, v, "%s.%s must be a single value", section, key);
+            continue;
+        }
+        if (set_field(c, &fields[i], base, value, v) && i < 32)
+            seen[i] = true;
+    }
+    for (size_t i = 0; i < n && i < 32; i++)
+        if (fields[i].required && !seen[i])
+            cfg_error(c->err, map, "%s: missing required setting \"%s\"", section, fields[i].key);
+}
+
+static yaml_node_t *map_get(cfg_ctx *c, const yaml_node_t *map, const char *key)
+{
+    if (!map || map->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        const char *k = scalar(node_at(c, p->key));
+        if (k && strcmp(k, key) == 0)
+            return node_at(c, p->value);
+    }
+    return NULL;
+}
+
+/* ---- secrets --------------------------------------------------------------- */
+
+bool config_read_secret_file(const char *path, char **out, char *err, size_t errlen)
+{
+    struct stat st;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "cannot open secret file %s: %s", path, strerror(errno));
+        return false;
+    }
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "secret file %s is not a regular file", path);
+        fclose(f);
+        return false;
+    }
+    /* A secret others can read is already disclosed: refuse it rather than use it. */
+    if ((st.st_mode & 077) != 0 || st.st_uid != geteuid()) {
+        snprintf(err, errlen, "secret file %s must be owned by uid %u and not group/world accessible (chmod 600)",
+                 path, (unsigned)geteuid());
+        fclose(f);
+        return false;
+    }
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    if (n == 0) {
+        snprintf(err, errlen, "secret file %s is empty", path);
+        return false;
+    }
+    *out = strdup(buf);
+    return true;
+}
+
+/* ---- sections ------------------------------------------------------------- */
+
+static char **string_list(cfg_ctx *c, const yaml_node_t *seq, const char *what)
+{
+    if (!seq)
+        return calloc(1, sizeof(char *));
+    if (seq->type != YAML_SEQUENCE_NODE) {
+        cfg_error(c->err, seq, "%s must be a list", what);
+        return calloc(1, sizeof(char *));
+    }
+    size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+    char **list = calloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        const char *s = scalar(node_at(c, seq->data.sequence.items.start[i]));
+        if (!s)
+            cfg_error(c->err, seq, "%s: item %zu must be a single value", what, i + 1);
+        list[i] = strdup(s ? s : "");
+    }
+    return list;
+}
+
+static void load_upstream(cfg_ctx *c, cfg_upstream *u, const char *name, const yaml_node_t *map)
+{
+    u->name = strdup(name);
+    apply_defaults(c, upstream_fields, NFIELDS(upstream_fields), u);
+    char section[160];
+    snprintf(section, sizeof section, "upstreams.%s", name);
+    apply_mapping(c, map, upstream_fields, NFIELDS(upstream_fields), u, section);
+    if (!u->database)
+        u->database = strdup(name);
+    if (u->protocol && strcmp(u->protocol, protocol_names[0]) && strcmp(u->protocol, protocol_names[1]))
+        cfg_error(c->err, map, "%s.protocol must be postgres or mysql", section);
+    if (u->password_file && u->password_env)
+        cfg_error(c->err, map, "%s: give password_file or password_env, not both", section);
+    char err[512];
+    if (u->password_file && !config_read_secret_file(u->password_file, &u->password, err, sizeof err))
+        cfg_error(c->err, map, "%s: %s", section, err);
+    if (u->password_env) {
+        const char *v = getenv(u->password_env);
+        if (!v || !*v)
+            cfg_error(c->err, map, "%s: environment variable %s is not set", section, u->password_env);
+        else
+            u->password = strdup(v);
+    }
+    if (u->tls_mode >= UPSTREAM_TLS_VERIFY_CA && !u->tls_ca_file)
+        cfg_error(c->err, map, "%s: tls %s needs tls_ca_file", section, tls_mode_names[u->tls_mode]);
+}
+
+static void load_role_classes(cfg_ctx *c, cfg_role *r, const yaml_node_t *map)
+{
+    static const char *const rules[] = {"deny", "hold", "allow", NULL};
+    /* An agent role reads and sets session state; everything else must be granted. */
+    for (int i = 0; i < SQLP_CLASS_COUNT; i++)
+        r->policy.classes[i] = SQLP_CLASS_DENY;
+    r->policy.classes[SQLP_CLASS_READ] = SQLP_CLASS_ALLOW;
+    r->policy.classes[SQLP_CLASS_SESSION] = SQLP_CLASS_ALLOW;
+    if (!map)
+        return;
+    if (map->type != YAML_MAPPING_NODE) {
+        cfg_error(c->err, map, "roles.%s.classes must be a mapping of class: allow|hold|deny", r->name);
+        return;
+    }
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = node_at(c, p->key);
+        const char *cls = scalar(k), *rule = scalar(node_at(c, p->value));
+        sqlp_class sc;
+        if (!cls || !sqlp_class_from_name(cls, &sc)) {
+            cfg_error(c->err, k, "roles.%s.classes: unknown statement class \"%s\"", r->name, cls ? cls : "?");
+            continue;
+        }
+        int i;
+        for (i = 0; rules[i]; i++)
+            if (rule && strcmp(rule, rules[i]) == 0)
+                break;
+        if (!rules[i])
+            cfg_error(c->err, k, "roles.%s.classes.%s must be allow, hold or deny", r->name, cls);
+        else
+            r->policy.classes[sc] = (sqlp_class_rule)i;
+    }
+}
+
+static void load_role(cfg_ctx *c, cfg_role *r, const char *name, const yaml_node_t *map)
+{
+    r->name = strdup(name);
+    r->policy.name = r->name;
+    r->policy.unscoped_row_limit = 100;
+    if (!map || map->type != YAML_MAPPING_NODE) {
+        cfg_error(c->err, map, "roles.%s must be a mapping", name);
+        r->upstreams = calloc(1, sizeof(char *));
+        return;
+    }
+    static const char *const known[] = {"upstreams", "classes", "unscoped_row_limit", "masking_profile",
+                                        "functions_allow", "functions_deny", "unmasked", NULL};
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = node_at(c, p->key);
+        const char *key = scalar(k);
+        int i;
+        for (i = 0; known[i]; i++)
+            if (key && strcmp(key, known[i]) == 0)
+                break;
+        if (!known[i])
+            cfg_error(c->err, k, "unknown setting \"%s\" in roles.%s", key ? key : "?", name);
+    }
+    r->upstreams = string_list(c, map_get(c, map, "upstreams"), "upstreams");
+    load_role_classes(c, r, map_get(c, map, "classes"));
+    const char *limit = scalar(map_get(c, map, "unscoped_row_limit"));
+    int64_t v;
+    if (limit && (!parse_int64(limit, &v) || v < 0))
+        cfg_error(c->err, map_get(c, map, "unscoped_row_limit"), "roles.%s.unscoped_row_limit must be >= 0", name);
+    else if (limit)
+        r->policy.unscoped_row_limit = (uint64_t)v;
+    const char *profile = scalar(map_get(c, map, "masking_profile"));
+    r->policy.masking_profile = strdup(profile ? profile : "safe_harbor");
+    yaml_node_t *allow = map_get(c, map, "functions_allow"), *deny = map_get(c, map, "functions_deny");
+    r->policy.function_allow = allow ? string_list(c, allow, "functions_allow") : NULL;
+    r->policy.function_deny = deny ? string_list(c, deny, "functions_deny") : NULL;
+    const char *unmasked = scalar(map_get(c, map, "unmasked"));
+    if (unmasked && !parse_bool(unmasked, &r->policy.unmasked))
+        cfg_error(c->err, map_get(c, map, "unmasked"), "roles.%s.unmasked must be true or false", name);
+}
+
+static void load_identity(cfg_ctx *c, cfg_identity *id, const char *name, const yaml_node_t *map)
+{
+    id->name = strdup(name);
+    char section[160];
+    snprintf(section, sizeof section, "identities.%s", name);
+    apply_mapping(c, map, identity_fields, NFIELDS(identity_fields), id, section);
+    if (id->secret && !scram_verifier_parse(id->secret, &id->verifier))
+        cfg_error(c->err, map,
+                  "%s.scram is not a SCRAM-SHA-256 verifier (make one with `phigatectl scram-verifier`)", section);
+}
+
+/* A mapping of name -> entry, loaded by fn into an array of elem_size entries. */
+static void *load_named(cfg_ctx *c, const yaml_node_t *map, const char *section, size_t elem_size, size_t *count,
+                        void (*fn)(cfg_ctx *, void *, const char *, const yaml_node_t *))
+{
+    *count = 0;
+    if (!map)
+        return NULL;
+    if (map->type != YAML_MAPPING_NODE) {
+        cfg_error(c->err, map, "%s must be a mapping of name: settings", section);
+        return NULL;
+    }
+    size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
+    char *arr = calloc(n ? n : 1, elem_size);
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_pair_t *p = map->data.mapping.pairs.start + i;
+        const char *name = scalar(node_at(c, p->key));
+        if (!name || !*name) {
+            cfg_error(c->err, node_at(c, p->key), "%s: entry names must be plain text", section);
+            name = "?";
+        }
+        fn(c, arr + i * elem_size, name, node_at(c, p->value));
+    }
+    *count = n;
+    return arr;
+}
+
+static void upstream_cb(cfg_ctx *c, void *e, const char *n, const yaml_node_t *m) { load_upstream(c, e, n, m); }
+static void role_cb(cfg_ctx *c, void *e, const char *n, const yaml_node_t *m) { load_role(c, e, n, m); }
+static void identity_cb(cfg_ctx *c, void *e, const char *n, const yaml_node_t *m) { load_identity(c, e, n, m); }
+
+static void check_references(cfg_ctx *c, config *cfg, const yaml_node_t *root)
+{
+    for (size_t i = 0; i < cfg->nroles; i++)
+        for (char **u = cfg->roles[i].upstreams; u && *u; u++)
+            if (!config_find_upstream(cfg, *u))
+                cfg_error(c->err, map_get(c, root, "roles"), "roles.%s names unknown upstream \"%s\"",
+                          cfg->roles[i].name, *u);
+    for (size_t i = 0; i < cfg->nidentities; i++) {
+        cfg_identity *id = &cfg->identities[i];
+        for (size_t r = 0; r < cfg->nroles && id->role_name; r++)
+            if (strcmp(cfg->roles[r].name, id->role_name) == 0)
+                id->role = &cfg->roles[r];
+        if (id->role_name && !id->role)
+            cfg_error(c->err, map_get(c, root, "identities"), "identities.%s names unknown role \"%s\"", id->name,
+                      id->role_name);
+    }
+    if ((cfg->tls_cert_file == NULL) != (cfg->tls_key_file == NULL))
+        cfg_error(c->err, map_get(c, root, "tls"), "tls: cert_file and key_file go together");
+    if (cfg->tls_required && !cfg->tls_cert_file)
+        cfg_error(c->err, map_get(c, root, "tls"), "tls.require is true but no cert_file/key_file is given");
+    if (cfg->nupstreams == 0)
+        cfg_error(c->err, root, "no upstreams configured");
+}
+
+static void load_root(cfg_ctx *c, config *cfg, yaml_node_t *root)
+{
+    static const char *const sections[] = {"phigate", "listen", "tls", "limits", "upstreams", "roles",
+                                           "identities", NULL};
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = node_at(c, p->key);
+        const char *key = scalar(k);
+        int i;
+        for (i = 0; sections[i]; i++)
+            if (key && strcmp(key, sections[i]) == 0)
+                break;
+        if (!sections[i])
+            cfg_error(c->err, k, "unknown section \"%s\"", key ? key : "?");
+    }
+    yaml_node_t *n;
+    if ((n = map_get(c, root, "phigate")))
+        apply_mapping(c, n, daemon_fields, NFIELDS(daemon_fields), cfg, "phigate");
+    yaml_node_t *listen = map_get(c, root, "listen");
+    if ((n = map_get(c, listen, "postgres")))
+        apply_mapping(c, n, pg_listener_fields, NFIELDS(pg_listener_fields), cfg, "listen.postgres");
+    if ((n = map_get(c, root, "tls")))
+        apply_mapping(c, n, tls_fields, NFIELDS(tls_fields), cfg, "tls");
+    if ((n = map_get(c, root, "limits")))
+        apply_mapping(c, n, limit_fields, NFIELDS(limit_fields), cfg, "limits");
+    cfg->upstreams = load_named(c, map_get(c, root, "upstreams"), "upstreams", sizeof(cfg_upstream),
+                                &cfg->nupstreams, upstream_cb);
+    cfg->roles = load_named(c, map_get(c, root, "roles"), "roles", sizeof(cfg_role), &cfg->nroles, role_cb);
+    cfg->identities = load_named(c, map_get(c, root, "identities"), "identities", sizeof(cfg_identity),
+                                 &cfg->nidentities, identity_cb);
+    check_references(c, cfg, root);
+}
+
+config *config_load(const char *path, char *errors, size_t errlen)
+{
+    cfg_errors err = {path, errors, errlen, 0, 0};
+    errors[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        cfg_error(&err, NULL, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_file(&parser, f);
+    if (!yaml_parser_load(&parser, &doc)) {
+        snprintf(errors, errlen, "%s:%zu:%zu: YAML error: %s %s\n", path, parser.problem_mark.line + 1,
+                 parser.problem_mark.column + 1, parser.problem ? parser.problem : "",
+                 parser.context ? parser.context : "");
+        yaml_parser_delete(&parser);
+        fclose(f);
+        return NULL;
+    }
+    config *cfg = calloc(1, sizeof *cfg);
+    cfg->path = strdup(path);
+    cfg_ctx c = {&doc, &err};
+    apply_defaults(&c, daemon_fields, NFIELDS(daemon_fields), cfg);
+    apply_defaults(&c, pg_listener_fields, NFIELDS(pg_listener_fields), cfg);
+    apply_defaults(&c, tls_fields, NFIELDS(tls_fields), cfg);
+    apply_defaults(&c, limit_fields, NFIELDS(limit_fields), cfg);
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (!root || root->type != YAML_MAPPING_NODE)
+        cfg_error(&err, root, "the configuration must be a mapping of sections");
+    else
+        load_root(&c, cfg, root);
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    fclose(f);
+    if (err.count > 0) {
+        config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+static void free_list(char **list)
+{
+    for (char **p = list; p && *p; p++)
+        free(*p);
+    free(list);
+}
+
+static void free_secret(char *s)
+{
+    if (s) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
+}
+
+void config_free(config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        cfg_upstream *u = &cfg->upstreams[i];
+        free(u->name), free(u->protocol), free(u->host), free(u->database), free(u->user);
+        free(u->password_file), free(u->password_env), free(u->tls_ca_file);
+        free_secret(u->password);
+    }
+    for (size_t i = 0; i < cfg->nroles; i++) {
+        cfg_role *r = &cfg->roles[i];
+        free(r->name);
+        free(r->policy.masking_profile);
+        free_list(r->upstreams);
+        free_list(r->policy.function_allow);
+        free_list(r->policy.function_deny);
+    }
+    for (size_t i = 0; i < cfg->nidentities; i++) {
+        free(cfg->identities[i].name), free(cfg->identities[i].role_name);
+        free(cfg->identities[i].secret);
+    }
+    free(cfg->upstreams), free(cfg->roles), free(cfg->identities);
+    free(cfg->path), free(cfg->log_file), free(cfg->pid_file), free(cfg->masking_rules_dir);
+    free(cfg->pg_address), free(cfg->tls_cert_file), free(cfg->tls_key_file);
+    free(cfg);
+}
+
+const cfg_upstream *config_find_upstream(const config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->nupstreams; i++)
+        if (strcmp(cfg->upstreams[i].name, name) == 0)
+            return &cfg->upstreams[i];
+    return NULL;
+}
+
+const cfg_identity *config_find_identity(const config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->nidentities; i++)
+        if (strcmp(cfg->identities[i].name, name) == 0)
+            return &cfg->identities[i];
+    return NULL;
+}
+
+bool config_role_allows_upstream(const cfg_role *role, const char *upstream)
+{
+    for (char **u = role->upstreams; u && *u; u++)
+        if (strcmp(*u, upstream) == 0)
+            return true;
+    return false;
+}

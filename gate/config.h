@@ -1,0 +1,97 @@
+/*
+ * phigate's one configuration file (YAML, parsed with libyaml).
+ *
+ * Loading builds a fresh, immutable config object; every error is collected
+ * with its file and line so `phigate --check-config` can explain all of them
+ * at once.  Reload (later) builds a new object and swaps it only when valid.
+ */
+#ifndef PHIGATE_CONFIG_H
+#define PHIGATE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gate/log.h"
+#include "gate/scram.h"
+#include "sqlpolicy/sqlpolicy.h"
+
+typedef enum {
+    UPSTREAM_TLS_DISABLE = 0,
+    UPSTREAM_TLS_PREFER,      /* try TLS, fall back to plain: never with a password over the wire in prod */
+    UPSTREAM_TLS_REQUIRE,     /* encrypted, certificate not checked */
+    UPSTREAM_TLS_VERIFY_CA,   /* chain checked against tls_ca_file */
+    UPSTREAM_TLS_VERIFY_FULL, /* chain and host name checked */
+} upstream_tls_mode;
+
+typedef struct cfg_upstream {
+    char *name;     /* the database name clients ask for */
+    char *protocol; /* "postgres" or "mysql" */
+    char *host;
+    int port;
+    char *database; /* the database on the upstream server */
+    char *user;
+    char *password_file;
+    char *password_env;
+    char *password; /* loaded secret, NULL = none (trust) */
+    int tls_mode;   /* upstream_tls_mode */
+    char *tls_ca_file;
+    int connect_timeout_ms;
+} cfg_upstream;
+
+typedef struct cfg_role {
+    char *name;
+    char **upstreams; /* NULL-terminated names of upstreams this role may use */
+    sqlp_role policy;
+} cfg_role;
+
+typedef struct cfg_identity {
+    char *name;
+    char *secret; /* SCRAM verifier text */
+    scram_verifier verifier;
+    char *role_name;
+    const cfg_role *role;
+} cfg_identity;
+
+typedef struct config {
+    char *path;
+    /* daemon */
+    int log_level;
+    char *log_file;
+    char *pid_file;
+    char *masking_rules_dir;
+    /* listeners */
+    char *pg_address;
+    int pg_port;
+    /* TLS towards clients */
+    char *tls_cert_file;
+    char *tls_key_file;
+    bool tls_required;
+    /* limits */
+    int64_t max_message_bytes;
+    int64_t max_startup_bytes;
+    int max_clients;
+    int64_t client_buffer_bytes;
+    int auth_timeout_ms;
+    int idle_timeout_ms;
+
+    cfg_upstream *upstreams;
+    size_t nupstreams;
+    cfg_role *roles;
+    size_t nroles;
+    cfg_identity *identities;
+    size_t nidentities;
+} config;
+
+/* Parse and validate; on failure returns NULL and errors holds one line per problem. */
+config *config_load(const char *path, char *errors, size_t errlen);
+void config_free(config *cfg);
+
+const cfg_upstream *config_find_upstream(const config *cfg, const char *name);
+const cfg_identity *config_find_identity(const config *cfg, const char *name);
+bool config_role_allows_upstream(const cfg_role *role, const char *upstream);
+
+/* Read a secret from a file that only its owner may read; false with err on failure. */
+bool config_read_secret_file(const char *path, char **out, char *err, size_t errlen);
+
+#endif

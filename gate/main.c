@@ -1,0 +1,147 @@
+/*
+ * phigate: the daemon.  Loads the configuration, starts the fronts on one
+ * libevent loop, and runs until SIGTERM/SIGINT.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gate/config.h"
+#include "gate/log.h"
+#include "pgfront/pg_front.h"
+
+#define PHIGATE_VERSION "0.1.0"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: phigate --config FILE       run the gateway in the foreground\n"
+            "       phigate --check-config FILE check a configuration file and explain every error\n"
+            "       phigate --help | --version\n"
+            "\n"
+            "phigate is a PostgreSQL/MySQL gateway that holds the database credentials,\n"
+            "authenticates each agent with its own identity, masks PHI and audits every statement.\n"
+            "Signals: SIGTERM/SIGINT stop it.\n");
+}
+
+static int check_config(const char *path)
+{
+    static char errors[65536];
+    config *cfg = config_load(path, errors, sizeof errors);
+    if (!cfg) {
+        fputs(errors, stderr);
+        fprintf(stderr, "%s: configuration is NOT valid\n", path);
+        return 1;
+    }
+    printf("%s: configuration is valid (%zu upstreams, %zu roles, %zu identities)\n", path, cfg->nupstreams,
+           cfg->nroles, cfg->nidentities);
+    config_free(cfg);
+    return 0;
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    log_info("signal %d: shutting down", (int)sig);
+    event_base_loopexit(arg, NULL);
+}
+
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig, (void)what, (void)arg;
+    log_warn("SIGHUP: configuration reload is not supported by this version; restart phigate to apply changes");
+}
+
+static bool write_pid_file(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return false;
+    fprintf(f, "%ld\n", (long)getpid());
+    return fclose(f) == 0;
+}
+
+static int run(const char *path)
+{
+    static char errors[65536];
+    config *cfg = config_load(path, errors, sizeof errors);
+    if (!cfg) {
+        fputs(errors, stderr);
+        fprintf(stderr, "phigate: not starting, the configuration has errors\n");
+        return 1;
+    }
+    log_set_level((log_level)cfg->log_level);
+    if (cfg->log_file && !log_open_file(cfg->log_file)) {
+        fprintf(stderr, "phigate: cannot open log file %s: %s\n", cfg->log_file, strerror(errno));
+        config_free(cfg);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    struct event_base *base = event_base_new();
+    char err[512];
+    pg_server *pg = pg_server_new(base, cfg, err, sizeof err);
+    if (!pg) {
+        log_error("cannot start pgfront: %s", err);
+        fprintf(stderr, "phigate: cannot start pgfront: %s\n", err);
+        event_base_free(base);
+        config_free(cfg);
+        return 1;
+    }
+    if (cfg->pid_file && !write_pid_file(cfg->pid_file))
+        log_warn("cannot write pid file %s: %s", cfg->pid_file, strerror(errno));
+    struct event *sigterm = evsignal_new(base, SIGTERM, on_stop_signal, base);
+    struct event *sigint = evsignal_new(base, SIGINT, on_stop_signal, base);
+    struct event *sighup = evsignal_new(base, SIGHUP, on_hup, base);
+    event_add(sigterm, NULL), event_add(sigint, NULL), event_add(sighup, NULL);
+    log_info("phigate %s started (pid %ld)", PHIGATE_VERSION, (long)getpid());
+    event_base_dispatch(base);
+    log_info("phigate stopped with %zu sessions open", pg_server_session_count(pg));
+    pg_server_free(pg);
+    event_free(sigterm), event_free(sigint), event_free(sighup);
+    event_base_free(base);
+    if (cfg->pid_file)
+        unlink(cfg->pid_file);
+    config_free(cfg);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", required_argument, NULL, 'C'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'C':
+            return check_config(optarg);
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("phigate %s\n", PHIGATE_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!config_path || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    return run(config_path);
+}

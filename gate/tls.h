@@ -1,0 +1,24 @@
+/*
+ * TLS contexts through OpenSSL: one for clients connecting to phigate, one per
+ * upstream that wants TLS.  Minimum TLS 1.2 both ways.
+ */
+#ifndef PHIGATE_TLS_H
+#define PHIGATE_TLS_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "gate/scram.h"
+
+SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen);
+/* verify: 0 = encrypt only, 1 = check chain against ca_file, 2 = chain and host name. */
+SSL_CTX *tls_client_ctx_new(int verify, const char *ca_file, char *err, size_t errlen);
+/* Configure a client SSL for one connection (SNI and host-name check). */
+bool tls_client_prepare(SSL *ssl, const char *host, int verify);
+/* tls-server-end-point channel binding data of our own certificate (RFC 5929). */
+bool tls_server_end_point(SSL *ssl, scram_channel_binding *out);
+/* Last OpenSSL error as text, for logs. */
+const char *tls_last_error(char *buf, size_t len);
+
+#endif

@@ -1,0 +1,293 @@
+/*
+ * Startup and client authentication:
+ *
+ *   client                         phigate
+ *   SSLRequest          -------->
+ *                       <--------  'S' (TLS handshake follows) or 'N'
+ *   StartupMessage      -------->
+ *                       <--------  AuthenticationSASL (SCRAM-SHA-256[-PLUS])
+ *   SASLInitialResponse -------->
+ *                       <--------  AuthenticationSASLContinue
+ *   SASLResponse        -------->
+ *                       <--------  AuthenticationSASLFinal, AuthenticationOk
+ *                                  ... upstream opened (pg_upstream.c) ...
+ *                       <--------  ParameterStatus*, BackendKeyData, ReadyForQuery
+ *
+ * An unknown identity runs the same exchange against a mock verifier and fails
+ * at the proof, so timing and messages do not tell whether a name exists.
+ */
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/ssl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gate/log.h"
+#include "gate/tls.h"
+#include "pgfront/pg_session.h"
+
+#define AUTH_MAX_MESSAGE 4096 /* SASL messages are small; refuse anything larger before reading it */
+
+static void start_tls(pg_session *s)
+{
+    SSL *ssl = SSL_new(pg_server_tls_ctx(s->server));
+    struct bufferevent *plain = s->client;
+    bufferevent_setcb(plain, NULL, NULL, NULL, NULL);
+    s->client = bufferevent_openssl_filter_new(pg_server_base(s->server), plain, ssl,
+                                               BUFFEREVENT_SSL_ACCEPTING,
+                                               BEV_OPT_CLOSE_ON_FREE);
+    if (!s->client) {
+        s->client = plain;
+        SSL_free(ssl);
+        pg_session_fail(s, "08006", "TLS setup failed", NULL);
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(s->client, 1);
+    s->client_tls = true;
+    pg_session_client_callbacks(s);
+}
+
+static void answer_ssl_request(pg_session *s)
+{
+    if (s->client_tls) {
+        pg_session_fail(s, "08P01", "SSLRequest received twice", NULL);
+        return;
+    }
+    bool can = pg_server_tls_ctx(s->server) != NULL;
+    char answer = can ? 'S' : 'N';
+    /* Written to the socket before the TLS filter goes on top, so 'S' precedes the handshake. */
+    bufferevent_write(s->client, &answer, 1);
+    if (can)
+        start_tls(s);
+}
+
+static void copy_startup(pg_session *s, const uint8_t *body, size_t len)
+{
+    s->startup_copy = malloc(len + 1);
+    memcpy(s->startup_copy, body, len);
+    s->startup_copy[len] = '\0';
+}
+
+static bool startup_params_ok(pg_session *s)
+{
+    const char *user = pg_startup_get(&s->startup, "user");
+    const char *db = pg_startup_get(&s->startup, "database");
+    if (!user || !*user) {
+        pg_session_fail(s, "28000", "no user name given in the startup packet", NULL);
+        return false;
+    }
+    if (pg_startup_get(&s->startup, "replication")) {
+        pg_session_fail(s, "28000", "replication connections are not allowed through phigate", NULL);
+        return false;
+    }
+    if (strlen(user) >= sizeof s->user || (db && strlen(db) >= sizeof s->database)) {
+        pg_session_fail(s, "28000", "user or database name too long", NULL);
+        return false;
+    }
+    strcpy(s->user, user);
+    strcpy(s->database, db && *db ? db : user);
+    char esc[80];
+    log_escape(s->user, strlen(s->user), 40, esc, sizeof esc);
+    snprintf(s->prefix, sizeof s->prefix, "pg#%llu %s %s", (unsigned long long)s->id, s->client_addr, esc);
+    return true;
+}
+
+static void begin_sasl(pg_session *s)
+{
+    const config *cfg = pg_server_config(s->server);
+    if (cfg->tls_required && !s->client_tls) {
+        pg_session_fail(s, "28000", "phigate requires TLS for every connection",
+                        "connect with sslmode=require (or verify-full)");
+        return;
+    }
+    s->identity = config_find_identity(cfg, s->user);
+    if (s->identity)
+        s->scram.verifier = s->identity->verifier;
+    else
+        scram_verifier_mock(pg_server_mock_secret(s->server), 32, s->user, &s->scram.verifier);
+    if (s->client_tls) {
+        SSL *ssl = bufferevent_openssl_get_ssl(s->client);
+        if (ssl && tls_server_end_point(ssl, &s->cbind))
+            s->scram.server_offered_plus = true;
+    }
+    s->scram.cbind = &s->cbind;
+    pg_put_auth_sasl(bufferevent_get_output(s->client), s->scram.server_offered_plus);
+    pg_session_set_state(s, PGC_AUTH_INIT);
+}
+
+/* Protocol 3.x with a newer minor or _pq_ options: tell the client what we speak. */
+static void negotiate_if_needed(pg_session *s, uint32_t protocol)
+{
+    const char *unknown[PG_MAX_STARTUP_PARAMS];
+    size_t n = 0;
+    for (size_t i = 0; i < s->startup.nparams; i++)
+        if (strncmp(s->startup.params[i].name, "_pq_.", 5) == 0)
+            unknown[n++] = s->startup.params[i].name;
+    if ((protocol & 0xffff) != 0 || n > 0)
+        pg_put_negotiate_version(bufferevent_get_output(s->client), 0, unknown, n);
+}
+
+static void handle_startup_packet(pg_session *s, uint32_t code, const uint8_t *body, size_t len)
+{
+    switch (code) {
+    case PG_SSL_REQUEST:
+        answer_ssl_request(s);
+        return;
+    case PG_GSSENC_REQUEST:
+        bufferevent_write(s->client, "N", 1);
+        return;
+    case PG_CANCEL_REQUEST: {
+        pg_cursor c;
+        uint32_t pid, key;
+        pg_cursor_init(&c, body, len);
+        if (len == 8 && pg_get_u32(&c, &pid) && pg_get_u32(&c, &key))
+            pg_cancel_request(s->server, pid, key);
+        pg_session_close(s, "cancel request handled");
+        return;
+    }
+    default:
+        break;
+    }
+    if ((code >> 16) != 3) {
+        pg_session_fail(s, "0A000", "unsupported frontend protocol: phigate speaks protocol 3.0 only", NULL);
+        return;
+    }
+    copy_startup(s, body, len);
+    if (!pg_parse_startup_params((const uint8_t *)s->startup_copy, len, &s->startup)) {
+        pg_session_fail(s, "08P01", "malformed startup packet", NULL);
+        return;
+    }
+    s->startup.protocol = code;
+    if (!startup_params_ok(s))
+        return;
+    negotiate_if_needed(s, code);
+    begin_sasl(s);
+}
+
+static void read_startup(pg_session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->client);
+    const config *cfg = pg_server_config(s->server);
+    while (s->state == PGC_STARTUP) {
+        uint8_t hdr[PG_STARTUP_MIN];
+        uint32_t len, code;
+        size_t avail = evbuffer_get_length(in);
+        evbuffer_copyout(in, hdr, avail < sizeof hdr ? avail : sizeof hdr);
+        pg_header_result r = pg_parse_startup_header(hdr, avail, (uint32_t)cfg->max_startup_bytes, &len, &code);
+        if (r == PG_HDR_NEED_MORE)
+            return;
+        if (r != PG_HDR_OK) {
+            pg_session_fail(s, "08P01", r == PG_HDR_TOO_LONG ? "startup packet too long" : "invalid startup packet length", NULL);
+            return;
+        }
+        if (avail < len)
+            return;
+        uint8_t *pkt = malloc(len);
+        evbuffer_remove(in, pkt, len);
+        handle_startup_packet(s, code, pkt + 8, len - 8);
+        free(pkt);
+        /* A TLS upgrade replaced the bufferevent: its input is the new one. */
+        in = bufferevent_get_input(s->client);
+    }
+}
+
+static void fail_auth(pg_session *s, const char *why)
+{
+    char msg[160];
+    pg_session_log(s, LOG_LEVEL_INFO, "authentication failed: %s", why);
+    snprintf(msg, sizeof msg, "password authentication failed for user \"%.64s\"", s->user);
+    pg_session_fail(s, "28P01", msg, NULL);
+}
+
+static void handle_sasl_init(pg_session *s, const uint8_t *body, size_t len)
+{
+    pg_cursor c;
+    const char *mech;
+    int32_t rlen;
+    const uint8_t *resp;
+    pg_cursor_init(&c, body, len);
+    if (!pg_get_cstring(&c, &mech, NULL) || !pg_get_i32(&c, &rlen) || rlen < 0 ||
+        !pg_get_bytes(&c, (size_t)rlen, &resp) || pg_cursor_left(&c) != 0) {
+        pg_session_fail(s, "08P01", "malformed SASLInitialResponse", NULL);
+        return;
+    }
+    if (strcmp(mech, "SCRAM-SHA-256-PLUS") == 0 && s->scram.server_offered_plus)
+        s->scram.use_plus = true;
+    else if (strcmp(mech, "SCRAM-SHA-256") != 0) {
+        fail_auth(s, "unsupported SASL mechanism");
+        return;
+    }
+    char out[SCRAM_MAX_MESSAGE];
+    const char *err = NULL;
+    if (!scram_server_first(&s->scram, (const char *)resp, (size_t)rlen, out, sizeof out, &err)) {
+        fail_auth(s, err);
+        return;
+    }
+    pg_put_auth(bufferevent_get_output(s->client), 11, out, strlen(out));
+    pg_session_set_state(s, PGC_AUTH_FINAL);
+}
+
+static void handle_sasl_final(pg_session *s, const uint8_t *body, size_t len)
+{
+    char out[SCRAM_MAX_MESSAGE];
+    const char *err = NULL;
+    bool ok = false;
+    if (!scram_server_final(&s->scram, (const char *)body, len, &ok, out, sizeof out, &err)) {
+        fail_auth(s, err);
+        return;
+    }
+    if (!ok || !s->identity) {
+        fail_auth(s, s->identity ? "wrong password" : "unknown identity");
+        return;
+    }
+    struct evbuffer *o = bufferevent_get_output(s->client);
+    pg_put_auth(o, 12, out, strlen(out));
+    pg_put_auth(o, 0, NULL, 0);
+    pg_session_log(s, LOG_LEVEL_INFO, "authenticated with SCRAM-SHA-256%s%s", s->scram.use_plus ? "-PLUS" : "",
+                   s->client_tls ? " over TLS" : "");
+    OPENSSL_cleanse(&s->scram, sizeof s->scram);
+    pg_session_set_state(s, PGC_CONNECTING);
+    pg_upstream_start(s);
+}
+
+static void read_auth_message(pg_session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->client);
+    uint8_t hdr[PG_HEADER_LEN];
+    size_t avail = evbuffer_get_length(in);
+    char type;
+    uint32_t total;
+    evbuffer_copyout(in, hdr, avail < sizeof hdr ? avail : sizeof hdr);
+    pg_header_result r = pg_parse_header(hdr, avail, AUTH_MAX_MESSAGE, &type, &total);
+    if (r == PG_HDR_NEED_MORE)
+        return;
+    if (r != PG_HDR_OK || type != 'p') {
+        pg_session_fail(s, "08P01", type == 'X' ? "client terminated during authentication"
+                                                : "expected a SASL response during authentication", NULL);
+        return;
+    }
+    if (avail < total)
+        return;
+    uint8_t msg[AUTH_MAX_MESSAGE + 1];
+    evbuffer_remove(in, msg, total);
+    if (s->state == PGC_AUTH_INIT)
+        handle_sasl_init(s, msg + PG_HEADER_LEN, total - PG_HEADER_LEN);
+    else
+        handle_sasl_final(s, msg + PG_HEADER_LEN, total - PG_HEADER_LEN);
+}
+
+void pg_auth_on_client_data(pg_session *s)
+{
+    if (s->state == PGC_STARTUP)
+        read_startup(s);
+    while ((s->state == PGC_AUTH_INIT || s->state == PGC_AUTH_FINAL)) {
+        size_t before = evbuffer_get_length(bufferevent_get_input(s->client));
+        pgc_state st = s->state;
+        read_auth_message(s);
+        if (s->state == st && evbuffer_get_length(bufferevent_get_input(s->client)) == before)
+            break; /* waiting for more bytes */
+    }
+    /* Bytes after the last auth message (pipelined queries) wait in the input buffer
+     * until the upstream is ready: pg_relay_start processes them. */
+}

@@ -1,0 +1,20 @@
+/*
+ * pgfront: the PostgreSQL v3 front of phigate.  One listener, one upstream
+ * connection per client session, all on one libevent loop.
+ */
+#ifndef PHIGATE_PG_FRONT_H
+#define PHIGATE_PG_FRONT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+struct config;
+
+typedef struct pg_server pg_server;
+
+pg_server *pg_server_new(struct event_base *base, const struct config *cfg, char *err, size_t errlen);
+void pg_server_free(pg_server *srv);
+size_t pg_server_session_count(const pg_server *srv);
+
+#endif

@@ -1,0 +1,313 @@
+/*
+ * The query phase: messages relayed both ways with their boundaries checked.
+ *
+ * Messages that pass unchanged are moved in runs: headers are scanned in place
+ * (evbuffer_ptr, no copy) and a whole run moves with one evbuffer_remove_buffer,
+ * which relinks chains instead of copying bytes.
+ *
+ * Refusals keep the protocol's ordering: the refused message is replaced, towards
+ * the upstream, by a stand-in that fails to parse ("phigate refused ...").  The
+ * server answers it exactly where the real statement would have been answered
+ * (and fails the transaction the same way), and that one ErrorResponse is
+ * replaced by phigate's own on the way back.  Pipelining, Flush and Sync all keep
+ * working with no response bookkeeping of our own beyond a FIFO.
+ *
+ * Backpressure: when the client's output holds more than client_buffer_bytes we
+ * stop reading the upstream until it drains to half; the same the other way for
+ * COPY FROM STDIN, so memory per session stays bounded.
+ */
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gate/log.h"
+#include "pgfront/pg_session.h"
+
+#define UPSTREAM_MAX_MESSAGE 0x40000000u /* PostgreSQL's own limit on a message (1 GB) */
+#define STANDIN_SQL "phigate refused this statement"
+#define STANDIN_SQLSTATE "42601"          /* what the server answers the stand-in with */
+
+static size_t buffer_limit(const pg_session *s)
+{
+    return (size_t)pg_server_config(s->server)->client_buffer_bytes;
+}
+
+void pg_relay_start(pg_session *s)
+{
+    struct evbuffer *out = bufferevent_get_output(s->client);
+    pg_cancel_register(s);
+    evbuffer_add_buffer(out, s->param_status);
+    pg_put_backend_key(out, s->cancel_pid, s->cancel_key);
+    pg_put_ready(out, 'I');
+    event_del(s->timer);
+    pg_session_set_state(s, PGC_ACTIVE);
+    /* Wake the writers when their peer's output has drained to half the limit. */
+    bufferevent_setwatermark(s->client, EV_WRITE, buffer_limit(s) / 2, 0);
+    bufferevent_setwatermark(s->upstream, EV_WRITE, buffer_limit(s) / 2, 0);
+    pg_session_log(s, LOG_LEVEL_INFO, "session open to upstream %s%s", s->up->name,
+                   s->upstream_tls ? " over TLS" : "");
+    pg_relay_client_data(s); /* statements pipelined behind authentication */
+}
+
+void pg_relay_free(pg_session *s)
+{
+    while (s->subst_head) {
+        pg_substitution *n = s->subst_head->next;
+        free(s->subst_head);
+        s->subst_head = n;
+    }
+    s->subst_tail = NULL;
+}
+
+/* ---- refusals --------------------------------------------------------------- */
+
+static void push_substitution(pg_session *s, uint64_t ordinal, const char *sqlstate, const char *message)
+{
+    pg_substitution *sub = calloc(1, sizeof *sub);
+    sub->sync_ordinal = ordinal;
+    snprintf(sub->sqlstate, sizeof sub->sqlstate, "%s", sqlstate);
+    snprintf(sub->message, sizeof sub->message, "%s", message);
+    if (s->subst_tail)
+        s->subst_tail->next = sub;
+    else
+        s->subst_head = sub;
+    s->subst_tail = sub;
+}
+
+static void pop_substitution(pg_session *s)
+{
+    pg_substitution *sub = s->subst_head;
+    s->subst_head = sub->next;
+    if (!s->subst_head)
+        s->subst_tail = NULL;
+    free(sub);
+}
+
+/* Replace the client's message (type, total bytes at the head of in) with a stand-in. */
+static void refuse_message(pg_session *s, char type, uint32_t total, const char *sqlstate, const char *message)
+{
+    struct evbuffer *in = bufferevent_get_input(s->client);
+    struct evbuffer *up = bufferevent_get_output(s->upstream);
+    pg_session_log(s, LOG_LEVEL_INFO, "refused '%c' message: %s", type, message);
+    if (type == 'P') {
+        /* Keep the statement name so a later Bind fails like the server would. */
+        uint8_t *msg = evbuffer_pullup(in, total);
+        pg_cursor c;
+        const char *name;
+        pg_cursor_init(&c, msg + PG_HEADER_LEN, total - PG_HEADER_LEN);
+        if (!pg_get_cstring(&c, &name, NULL))
+            name = "";
+        struct evbuffer *body = evbuffer_new();
+        evbuffer_add(body, name, strlen(name) + 1);
+        evbuffer_add(body, STANDIN_SQL, sizeof STANDIN_SQL);
+        evbuffer_add(body, "\0\0", 2); /* no parameter types */
+        size_t blen = evbuffer_get_length(body);
+        pg_put_message(up, 'P', evbuffer_pullup(body, -1), blen);
+        evbuffer_free(body);
+        push_substitution(s, s->syncs_sent + 1, sqlstate, message);
+    } else {
+        pg_put_query(up, STANDIN_SQL, strlen(STANDIN_SQL));
+        push_substitution(s, ++s->syncs_sent, sqlstate, message);
+    }
+    evbuffer_drain(in, total);
+}
+
+/* ---- client -> upstream ----------------------------------------------------- */
+
+static void pause_client_if_full(pg_session *s)
+{
+    if (evbuffer_get_length(bufferevent_get_output(s->upstream)) > buffer_limit(s)) {
+        bufferevent_disable(s->client, EV_READ);
+        s->client_paused = true;
+    }
+}
+
+void pg_relay_upstream_drained(pg_session *s)
+{
+    if (!s->client_paused)
+        return;
+    s->client_paused = false;
+    bufferevent_enable(s->client, EV_READ);
+    pg_relay_client_data(s);
+}
+
+/* What to do with one client message: forward it in the run, or stop the run. */
+typedef enum { FWD_RUN, FWD_SPECIAL, FWD_PROTOCOL_ERROR } fwd_kind;
+
+static fwd_kind classify_client(pg_session *s, char type)
+{
+    switch (type) {
+    case 'Q':
+    case 'S':
+        s->syncs_sent++;
+        return FWD_RUN;
+    case 'X':
+    case 'F':
+        return FWD_SPECIAL;
+    case 'p': /* password messages are over once the session is open */
+        return FWD_PROTOCOL_ERROR;
+    default:
+        return pg_frontend_type_known(type) ? FWD_RUN : FWD_PROTOCOL_ERROR;
+    }
+}
+
+static void client_special(pg_session *s, char type, uint32_t total)
+{
+    if (type == 'X') {
+        pg_session_close(s, "client sent Terminate");
+        return;
+    }
+    /* FunctionCall bypasses SQL and so the policy engine: refuse it. */
+    refuse_message(s, type, total, "0A000", "phigate refuses FunctionCall messages: call functions through SQL");
+}
+
+void pg_relay_client_data(pg_session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->client);
+    struct evbuffer *up = bufferevent_get_output(s->upstream);
+    uint32_t max = (uint32_t)pg_server_config(s->server)->max_message_bytes;
+    while (s->state == PGC_ACTIVE && !s->client_paused) {
+        size_t avail = evbuffer_get_length(in), run = 0;
+        struct evbuffer_ptr pos;
+        evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
+        char type = 0;
+        uint32_t total = 0;
+        fwd_kind kind = FWD_RUN;
+        while (avail - run >= PG_HEADER_LEN) {
+            uint8_t hdr[PG_HEADER_LEN];
+            evbuffer_copyout_from(in, &pos, hdr, sizeof hdr);
+            pg_header_result r = pg_parse_header(hdr, sizeof hdr, max, &type, &total);
+            if (r != PG_HDR_OK) {
+                evbuffer_remove_buffer(in, up, run);
+                char msg[160];
+                snprintf(msg, sizeof msg, r == PG_HDR_TOO_LONG
+                         ? "message exceeds phigate's max_message_bytes (%u)" : "invalid message length", max);
+                pg_session_fail(s, "08P01", msg, NULL);
+                return;
+            }
+            /* A message is classified once, when it is complete. */
+            if (avail - run < total)
+                break;
+            kind = classify_client(s, type);
+            if (kind != FWD_RUN)
+                break;
+            run += total;
+            evbuffer_ptr_set(in, &pos, total, EVBUFFER_PTR_ADD);
+        }
+        if (run)
+            evbuffer_remove_buffer(in, up, run);
+        if (kind == FWD_PROTOCOL_ERROR) {
+            char msg[80];
+            snprintf(msg, sizeof msg, "unexpected message type 0x%02x", (unsigned char)type);
+            pg_session_fail(s, "08P01", msg, NULL);
+            return;
+        }
+        if (kind == FWD_SPECIAL)
+            client_special(s, type, total);
+        else if (run == 0)
+            break; /* nothing complete left */
+        pause_client_if_full(s);
+    }
+}
+
+/* ---- upstream -> client ----------------------------------------------------- */
+
+void pg_relay_client_drained(pg_session *s)
+{
+    if (!s->upstream_paused)
+        return;
+    s->upstream_paused = false;
+    bufferevent_enable(s->upstream, EV_READ);
+    pg_relay_upstream_data(s);
+}
+
+static void pause_upstream_if_full(pg_session *s)
+{
+    if (evbuffer_get_length(bufferevent_get_output(s->client)) > buffer_limit(s)) {
+        bufferevent_disable(s->upstream, EV_READ);
+        s->upstream_paused = true;
+    }
+}
+
+static void on_ready_for_query(pg_session *s, char status)
+{
+    s->syncs_done++;
+    s->txn_status = status;
+    /* Stand-ins the server skipped (the batch had already failed) expire with their batch. */
+    while (s->subst_head && s->subst_head->sync_ordinal <= s->syncs_done)
+        pop_substitution(s);
+}
+
+/* The ErrorResponse at the head of in answers our stand-in: send ours instead. */
+static bool substitute_error(pg_session *s, struct evbuffer *in, uint32_t total)
+{
+    pg_substitution *sub = s->subst_head;
+    if (!sub || sub->sync_ordinal != s->syncs_done + 1)
+        return false;
+    uint8_t *msg = evbuffer_pullup(in, total);
+    pg_error_fields f;
+    size_t clen;
+    const char *code = NULL;
+    if (pg_parse_error_fields(msg + PG_HEADER_LEN, total - PG_HEADER_LEN, &f))
+        code = pg_error_field_get(&f, 'C', &clen);
+    if (!code || strcmp(code, STANDIN_SQLSTATE) != 0)
+        return false;
+    evbuffer_drain(in, total);
+    pg_put_error(bufferevent_get_output(s->client), "ERROR", sub->sqlstate, sub->message, NULL, NULL);
+    pop_substitution(s);
+    return true;
+}
+
+static bool upstream_type_allowed(char type)
+{
+    /* Authentication and key messages after startup would be the server trying to
+     * renegotiate through us: refuse. */
+    return pg_backend_type_known(type) && type != 'R' && type != 'K';
+}
+
+void pg_relay_upstream_data(pg_session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->upstream);
+    struct evbuffer *out = bufferevent_get_output(s->client);
+    while (s->state == PGC_ACTIVE && !s->upstream_paused) {
+        size_t avail = evbuffer_get_length(in), run = 0;
+        struct evbuffer_ptr pos;
+        evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
+        bool special = false;
+        char type = 0;
+        uint32_t total = 0;
+        while (avail - run >= PG_HEADER_LEN) {
+            uint8_t hdr[PG_HEADER_LEN + 1];
+            evbuffer_copyout_from(in, &pos, hdr, avail - run > PG_HEADER_LEN ? sizeof hdr : PG_HEADER_LEN);
+            pg_header_result r = pg_parse_header(hdr, PG_HEADER_LEN, UPSTREAM_MAX_MESSAGE, &type, &total);
+            if (r != PG_HDR_OK || !upstream_type_allowed(type)) {
+                evbuffer_remove_buffer(in, out, run);
+                pg_session_log(s, LOG_LEVEL_WARN, "upstream protocol violation (type 0x%02x)", (unsigned char)type);
+                pg_session_fail(s, "08P01", "protocol violation from the upstream database", NULL);
+                return;
+            }
+            if (avail - run < total)
+                break;
+            if (type == 'E' && s->subst_head) {
+                special = true;
+                break;
+            }
+            if (type == 'Z')
+                on_ready_for_query(s, total > PG_HEADER_LEN ? (char)hdr[PG_HEADER_LEN] : 'I');
+            run += total;
+            evbuffer_ptr_set(in, &pos, total, EVBUFFER_PTR_ADD);
+        }
+        if (run)
+            evbuffer_remove_buffer(in, out, run);
+        if (special) {
+            if (!substitute_error(s, in, total))
+                evbuffer_remove_buffer(in, out, total);
+        } else if (run == 0) {
+            break;
+        }
+        pause_upstream_if_full(s);
+    }
+}

@@ -1,0 +1,416 @@
+/*
+ * Session lifecycle: the listener, accept, the state changes, and the one exit
+ * path (pg_session_fail / pg_session_close).  Sessions are freed on a
+ * just-freed list after the loop turn, never inside their own callbacks.
+ */
+#include "pgfront/pg_session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gate/log.h"
+#include "gate/tls.h"
+
+struct pg_server {
+    struct event_base *base;
+    const config *cfg;
+    SSL_CTX *tls_ctx;
+    SSL_CTX **upstream_tls;              /* one per upstream, NULL when TLS is off */
+    struct sockaddr_storage *upstream_addr;
+    socklen_t *upstream_addrlen;
+    struct evconnlistener *listener;
+    struct event *reaper;
+    pg_session *dead;
+    size_t nsessions;
+    uint64_t next_id;
+    uint8_t mock_secret[32];
+};
+
+static const char *const pgc_names[] = {
+#define PGC_NAME(s) #s,
+    PGC_STATES(PGC_NAME)
+#undef PGC_NAME
+};
+static const char *const pgu_names[] = {
+#define PGU_NAME(s) #s,
+    PGU_STATES(PGU_NAME)
+#undef PGU_NAME
+};
+
+const char *pgc_state_name(pgc_state s) { return pgc_names[s]; }
+const char *pgu_state_name(pgu_state s) { return pgu_names[s]; }
+
+const config *pg_server_config(const pg_server *srv) { return srv->cfg; }
+struct event_base *pg_server_base(const pg_server *srv) { return srv->base; }
+const uint8_t *pg_server_mock_secret(const pg_server *srv) { return srv->mock_secret; }
+size_t pg_server_session_count(const pg_server *srv) { return srv->nsessions; }
+
+SSL_CTX *pg_server_upstream_tls(const pg_server *srv, int i) { return srv->upstream_tls[i]; }
+
+bool pg_server_upstream_addr(const pg_server *srv, int i, struct sockaddr_storage *ss, socklen_t *len)
+{
+    if (srv->upstream_addrlen[i] == 0)
+        return false;
+    *ss = srv->upstream_addr[i];
+    *len = srv->upstream_addrlen[i];
+    return true;
+}
+
+void pg_session_log(pg_session *s, int level, const char *fmt, ...)
+{
+    if (!log_enabled((log_level)level))
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_msg((log_level)level, s->prefix, "%s", msg);
+}
+
+/* Impossible transitions are bugs: a DEAD session never comes back. */
+void pg_session_set_state(pg_session *s, pgc_state st)
+{
+    if (s->state == PGC_DEAD) {
+        log_error("[%s] BUG: state change %s on a dead session", s->prefix, pgc_state_name(st));
+        abort();
+    }
+    pg_session_log(s, LOG_LEVEL_DEBUG, "client %s -> %s", pgc_state_name(s->state), pgc_state_name(st));
+    s->state = st;
+}
+
+void pg_session_set_ustate(pg_session *s, pgu_state st)
+{
+    pg_session_log(s, LOG_LEVEL_DEBUG, "upstream %s -> %s", pgu_state_name(s->ustate), pgu_state_name(st));
+    s->ustate = st;
+}
+
+static void session_free(pg_session *s)
+{
+    pg_cancel_unregister(s);
+    pg_relay_free(s);
+    if (s->timer)
+        event_free(s->timer);
+    if (s->client)
+        bufferevent_free(s->client);
+    if (s->upstream)
+        bufferevent_free(s->upstream);
+    if (s->param_status)
+        evbuffer_free(s->param_status);
+    free(s->startup_copy);
+    s->server->nsessions--;
+    OPENSSL_cleanse(&s->scram, sizeof s->scram);
+    free(s);
+}
+
+static void reaper_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    pg_server *srv = arg;
+    while (srv->dead) {
+        pg_session *s = srv->dead;
+        srv->dead = s->next_dead;
+        session_free(s);
+    }
+}
+
+void pg_session_close(pg_session *s, const char *why)
+{
+    if (s->state == PGC_DEAD)
+        return;
+    pg_session_log(s, LOG_LEVEL_INFO, "closing: %s", why);
+    pg_session_set_state(s, PGC_DEAD);
+    if (s->client)
+        bufferevent_disable(s->client, EV_READ | EV_WRITE);
+    if (s->upstream)
+        bufferevent_disable(s->upstream, EV_READ | EV_WRITE);
+    if (s->timer)
+        event_del(s->timer);
+    s->next_dead = s->server->dead;
+    s->server->dead = s;
+    event_active(s->server->reaper, EV_TIMEOUT, 0);
+}
+
+/* Bytes not yet on the socket: for TLS the filter's output drains into the
+ * socket bufferevent underneath, which must drain too before we close. */
+static size_t unsent_bytes(pg_session *s)
+{
+    size_t n = evbuffer_get_length(bufferevent_get_output(s->client));
+    struct bufferevent *under = bufferevent_get_underlying(s->client);
+    if (under)
+        n += evbuffer_get_length(bufferevent_get_output(under));
+    return n;
+}
+
+static void close_when_flushed(pg_session *s)
+{
+    if (unsent_bytes(s) == 0) {
+        pg_session_close(s, "error sent");
+        return;
+    }
+    s->closing_polls++;
+    if (s->closing_polls > 500) { /* 5 s at 10 ms */
+        pg_session_close(s, "client did not read its error");
+        return;
+    }
+    pg_session_arm_timer(s, 10);
+}
+
+static void closing_write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    close_when_flushed(arg);
+}
+
+static void closing_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev, (void)what;
+    pg_session_close(arg, "client went away while closing");
+}
+
+/* The one exit path that tells the client why: a FATAL ErrorResponse, flushed, then close. */
+void pg_session_fail(pg_session *s, const char *sqlstate, const char *message, const char *hint)
+{
+    if (s->state == PGC_DEAD || s->state == PGC_CLOSING)
+        return;
+    pg_session_log(s, LOG_LEVEL_INFO, "refusing connection: %s (%s)", message, sqlstate);
+    if (s->upstream)
+        bufferevent_disable(s->upstream, EV_READ);
+    if (!s->client) {
+        pg_session_close(s, message);
+        return;
+    }
+    pg_session_set_state(s, PGC_CLOSING);
+    pg_put_error(bufferevent_get_output(s->client), "FATAL", sqlstate, message, NULL, hint);
+    bufferevent_disable(s->client, EV_READ);
+    bufferevent_setwatermark(s->client, EV_WRITE, 0, 0);
+    bufferevent_setcb(s->client, NULL, closing_write_cb, closing_event_cb, s);
+    bufferevent_enable(s->client, EV_WRITE);
+    pg_session_arm_timer(s, 10);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    pg_session *s = arg;
+    if (s->state == PGC_CLOSING)
+        close_when_flushed(s);
+    else if (s->state == PGC_CONNECTING)
+        pg_session_fail(s, "08006", "timeout connecting to the upstream database", NULL);
+    else if (s->state != PGC_ACTIVE)
+        pg_session_fail(s, "08006", "authentication timeout", NULL);
+}
+
+void pg_session_arm_timer(pg_session *s, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    event_add(s->timer, &tv);
+}
+
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    pg_session *s = arg;
+    if (s->state == PGC_ACTIVE)
+        pg_relay_client_data(s);
+    else if (s->state < PGC_CONNECTING)
+        pg_auth_on_client_data(s);
+}
+
+static void client_write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    pg_session *s = arg;
+    if (s->state == PGC_ACTIVE)
+        pg_relay_client_drained(s);
+}
+
+static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    pg_session *s = arg;
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    if (what & BEV_EVENT_ERROR) {
+        unsigned long e = bufferevent_get_openssl_error(s->client);
+        char buf[256];
+        if (e) {
+            ERR_error_string_n(e, buf, sizeof buf);
+            pg_session_log(s, LOG_LEVEL_INFO, "client TLS error: %s", buf);
+        }
+    }
+    pg_session_close(s, (what & BEV_EVENT_EOF) ? "client disconnected" : "client connection error");
+}
+
+/* Install the client callbacks on bev (the socket, or the TLS filter over it). */
+void pg_session_client_callbacks(pg_session *s)
+{
+    bufferevent_setcb(s->client, client_read_cb, client_write_cb, client_event_cb, s);
+    bufferevent_enable(s->client, EV_READ | EV_WRITE);
+}
+
+static void set_nodelay(evutil_socket_t fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+static void format_addr(const struct sockaddr *sa, char *out, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        port = ntohs(in->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        port = ntohs(in6->sin6_port);
+    }
+    snprintf(out, len, "%s:%d", host, port);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    (void)l, (void)salen;
+    pg_server *srv = arg;
+    if (srv->nsessions >= (size_t)srv->cfg->max_clients) {
+        /* Too many clients: say so in protocol form, then close. */
+        static const char msg[] = "phigate: too many client connections";
+        log_warn("%s (max_clients=%d)", msg, srv->cfg->max_clients);
+        struct evbuffer *b = evbuffer_new();
+        pg_put_error(b, "FATAL", "53300", msg, NULL, NULL);
+        evbuffer_write(b, fd);
+        evbuffer_free(b);
+        evutil_closesocket(fd);
+        return;
+    }
+    pg_session *s = calloc(1, sizeof *s);
+    s->server = srv;
+    s->id = ++srv->next_id;
+    s->txn_status = 'I';
+    format_addr(sa, s->client_addr, sizeof s->client_addr);
+    snprintf(s->prefix, sizeof s->prefix, "pg#%llu %s", (unsigned long long)s->id, s->client_addr);
+    set_nodelay(fd);
+    s->client = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    s->timer = evtimer_new(srv->base, timer_cb, s);
+    srv->nsessions++;
+    pg_session_log(s, LOG_LEVEL_DEBUG, "accepted");
+    pg_session_client_callbacks(s);
+    pg_session_arm_timer(s, srv->cfg->auth_timeout_ms);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    (void)l, (void)arg;
+    log_error("accept failed: %s", strerror(errno));
+}
+
+static bool resolve_upstreams(pg_server *srv, char *err, size_t errlen)
+{
+    size_t n = srv->cfg->nupstreams;
+    srv->upstream_addr = calloc(n ? n : 1, sizeof *srv->upstream_addr);
+    srv->upstream_addrlen = calloc(n ? n : 1, sizeof *srv->upstream_addrlen);
+    srv->upstream_tls = calloc(n ? n : 1, sizeof *srv->upstream_tls);
+    for (size_t i = 0; i < n; i++) {
+        const cfg_upstream *u = &srv->cfg->upstreams[i];
+        if (strcmp(u->protocol, "postgres") != 0)
+            continue;
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+        char port[16];
+        snprintf(port, sizeof port, "%d", u->port);
+        /* Resolved once at start: the loop never blocks on DNS per connection. */
+        int rc = getaddrinfo(u->host, port, &hints, &res);
+        if (rc != 0) {
+            snprintf(err, errlen, "upstream %s: cannot resolve %s: %s", u->name, u->host, gai_strerror(rc));
+            return false;
+        }
+        memcpy(&srv->upstream_addr[i], res->ai_addr, res->ai_addrlen);
+        srv->upstream_addrlen[i] = res->ai_addrlen;
+        freeaddrinfo(res);
+        if (u->tls_mode != UPSTREAM_TLS_DISABLE) {
+            int verify = u->tls_mode == UPSTREAM_TLS_VERIFY_FULL ? 2 : u->tls_mode == UPSTREAM_TLS_VERIFY_CA ? 1 : 0;
+            srv->upstream_tls[i] = tls_client_ctx_new(verify, u->tls_ca_file, err, errlen);
+            if (!srv->upstream_tls[i])
+                return false;
+        }
+    }
+    return true;
+}
+
+pg_server *pg_server_new(struct event_base *base, const config *cfg, char *err, size_t errlen)
+{
+    pg_server *srv = calloc(1, sizeof *srv);
+    srv->base = base;
+    srv->cfg = cfg;
+    if (RAND_bytes(srv->mock_secret, sizeof srv->mock_secret) != 1) {
+        snprintf(err, errlen, "no randomness for the mock-authentication secret");
+        pg_server_free(srv);
+        return NULL;
+    }
+    if (cfg->tls_cert_file && !(srv->tls_ctx = tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, errlen))) {
+        pg_server_free(srv);
+        return NULL;
+    }
+    if (!resolve_upstreams(srv, err, errlen)) {
+        pg_server_free(srv);
+        return NULL;
+    }
+    struct sockaddr_storage ss;
+    int sslen = sizeof ss;
+    char addr[128];
+    snprintf(addr, sizeof addr, strchr(cfg->pg_address, ':') ? "[%s]:%d" : "%s:%d", cfg->pg_address, cfg->pg_port);
+    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) != 0) {
+        snprintf(err, errlen, "listen.postgres.address %s is not an IP address", cfg->pg_address);
+        pg_server_free(srv);
+        return NULL;
+    }
+    srv->listener = evconnlistener_new_bind(base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 512,
+                                            (struct sockaddr *)&ss, sslen);
+    if (!srv->listener) {
+        snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
+        pg_server_free(srv);
+        return NULL;
+    }
+    evconnlistener_set_error_cb(srv->listener, accept_error_cb);
+    srv->reaper = event_new(base, -1, 0, reaper_cb, srv);
+    log_info("pgfront listening on %s%s", addr, srv->tls_ctx ? " (TLS available)" : "");
+    return srv;
+}
+
+SSL_CTX *pg_server_tls_ctx(const pg_server *srv) { return srv->tls_ctx; }
+
+void pg_server_free(pg_server *srv)
+{
+    if (!srv)
+        return;
+    if (srv->listener)
+        evconnlistener_free(srv->listener);
+    if (srv->reaper) {
+        reaper_cb(-1, 0, srv);
+        event_free(srv->reaper);
+    }
+    for (size_t i = 0; srv->upstream_tls && i < srv->cfg->nupstreams; i++)
+        if (srv->upstream_tls[i])
+            SSL_CTX_free(srv->upstream_tls[i]);
+    free(srv->upstream_tls);
+    free(srv->upstream_addr);
+    free(srv->upstream_addrlen);
+    if (srv->tls_ctx)
+        SSL_CTX_free(srv->tls_ctx);
+    free(srv);
+}
