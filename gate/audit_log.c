@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,11 +34,13 @@
 #include "gate/audit_crypto.h"
 #include "gate/audit_internal.h"
 #include "gate/audit_read.h"
+#include "gate/log.h"
 
 #define DEFAULT_CHECKPOINT_RECORDS 1000
 #define DEFAULT_CHECKPOINT_MS 1000
 #define DEFAULT_ROTATE_BYTES (64ull << 20)
 #define FORMAT_NAME "phigate-audit-v1"
+#define MAX_SYNC_BYTES (1u << 20)
 
 struct audit_log {
     /* settings, fixed at open */
@@ -96,8 +99,8 @@ static void say(audit_log *l, audit_msg_level lv, const char *fmt, ...)
     if (l->msg_fn)
         l->msg_fn(l->msg_arg, lv, msg);
     else
-        fprintf(stderr, "phigate audit %s: %s\n",
-                lv == AUDIT_MSG_ERROR ? "ERROR" : lv == AUDIT_MSG_WARNING ? "WARNING" : "INFO", msg);
+        log_msg(lv == AUDIT_MSG_ERROR ? LOG_LEVEL_ERROR : lv == AUDIT_MSG_WARNING ? LOG_LEVEL_WARN : LOG_LEVEL_INFO,
+                "audit", "%s", msg);
 }
 
 static void fmt_ts(const struct timespec *ts, char out[40])
@@ -131,6 +134,13 @@ static int64_t ms_since(const struct timespec *t)
 static void file_name(char out[32], uint32_t no)
 {
     snprintf(out, 32, AUDIT_FILE_FMT, no);
+}
+
+static void stat_bump(audit_log *l, uint64_t *counter)
+{
+    pthread_mutex_lock(&l->mu);
+    (*counter)++;
+    pthread_mutex_unlock(&l->mu);
 }
 
 /* ---- failure ---------------------------------------------------------- */
@@ -224,7 +234,7 @@ static void emit_checkpoint(audit_log *l)
     audit_buf_free(&b);
     l->unsigned_count = 0;
     l->last_cp = mono_now();
-    l->stats.checkpoints++; /* writer-owned counter, copied out under mu */
+    stat_bump(l, &l->stats.checkpoints);
 }
 
 /* Genesis and file_start both name the log and its key, so any single file
@@ -281,8 +291,10 @@ static bool flush(audit_log *l)
         return fail_io(l, "fdatasync", errno);
     struct timespec t1 = mono_now();
     l->file_size += l->wbuf.len;
+    pthread_mutex_lock(&l->mu);
     l->stats.bytes += l->wbuf.len;
     l->stats.sync_ns_total += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000ll + (t1.tv_nsec - t0.tv_nsec));
+    pthread_mutex_unlock(&l->mu);
     l->wbuf.len = 0;
     return true;
 }
@@ -327,7 +339,7 @@ static bool rotate(audit_log *l)
     }
     if (!create_file(l, l->file_no + 1, "file_start", prev))
         return false;
-    l->stats.rotations++;
+    stat_bump(l, &l->stats.rotations);
     say(l, AUDIT_MSG_INFO, "rotated %s -> " AUDIT_FILE_FMT, prev, l->file_no);
     return true;
 }
@@ -375,12 +387,24 @@ static void on_eventfd(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the writer thread ------------------------------------------------ */
 
+/* A huge batch is cut at file-size limits (files stay near rotate_bytes) and
+ * every MAX_SYNC_BYTES (the write buffer stays bounded). */
+static bool mid_batch_flush(audit_log *l)
+{
+    if (l->file_size + l->wbuf.len >= l->rotate_bytes)
+        return flush(l) && rotate(l);
+    if (l->wbuf.len >= MAX_SYNC_BYTES)
+        return flush(l);
+    return true;
+}
+
 static void write_batch(audit_log *l, audit_rec *batch)
 {
     uint64_t n = 0;
+    bool ok = true;
     for (audit_rec *r = batch; r; r = r->next) {
         r->ok = false;
-        if (atomic_load(&l->failed) || r->body.oom || r->misuse || r->depth)
+        if (!ok || atomic_load(&l->failed) || r->body.oom || r->misuse || r->depth)
             continue; /* never write a record the caller did not finish */
         char ts[40];
         fmt_ts(&r->ts, ts);
@@ -389,8 +413,11 @@ static void write_batch(audit_log *l, audit_rec *batch)
         n++;
         if (l->unsigned_count >= l->cp_records)
             emit_checkpoint(l);
+        ok = mid_batch_flush(l);
     }
-    bool ok = flush(l);
+    /* Records flushed before a later failure are on disk but reported failed:
+     * the safe direction (the statement is refused, the record stays). */
+    ok = flush(l) && ok;
     for (audit_rec *r = batch; r; r = r->next)
         r->ok = r->ok && ok;
     l->run_records += n;
@@ -507,16 +534,15 @@ static void *writer_main(void *arg)
 
 void audit_log_append(audit_log *l, audit_rec *r, audit_durable_cb cb, void *arg)
 {
-    if (!r)
-        r = audit_rec_new("oom", NULL);
-    if (!r) {
-        /* Not even a node to carry the failure: dying is the fail-closed answer
-         * (Redis does the same on OOM). */
-        fprintf(stderr, "phigate audit: out of memory, aborting\n");
-        abort();
+    if (!r) { /* the builder ran out of memory: carry the failure in a bare node */
+        r = calloc(1, sizeof *r);
+        if (!r) {
+            /* Not even that: dying is the fail-closed answer (Redis does the same). */
+            fprintf(stderr, "phigate audit: out of memory, aborting\n");
+            abort();
+        }
+        r->body.oom = true;
     }
-    if (!r->body.oom && !r->misuse && r->depth == 0 && strcmp(r->body.p, "\"type\":\"oom\"") == 0)
-        r->body.oom = true; /* the placeholder above: complete it as failed */
     r->cb = cb;
     r->arg = arg;
     r->next = NULL;
@@ -588,4 +614,377 @@ void audit_log_close(audit_log *l)
 
 /* ---- open ------------------------------------------------------------- */
 
-#include "gate/audit_log_open.inc"
+/*
+ * At open the last file is read back from its header: every line must be a
+ * record chained to the one before.  The first line that is not (no final
+ * newline, bad JSON, wrong seq or prev) starts the torn tail a crash left.
+ * It is moved aside and recorded, never trusted and never silently dropped.
+ */
+typedef struct {
+    uint64_t good_off, lines, next_seq, unsigned_count;
+    uint8_t head[AUDIT_SHA256_LEN];
+    bool torn;
+    uint64_t torn_line;
+    char why[256];
+} tail_scan;
+
+static bool open_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool open_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+static bool checkpoint_sig_ok(audit_log *l, const audit_parsed *p)
+{
+    char msg[256];
+    uint8_t sig[AUDIT_SIG_LEN];
+    const char *prev = aj_get_str(p->root, "prev");
+    size_t n = audit_checkpoint_message(msg, sizeof msg, l->log_id, p->seq, p->ts, prev);
+    return n && audit_unhex(aj_get_str(p->root, "sig"), sig, sizeof sig) &&
+           audit_sig_valid(l->key, msg, n, sig);
+}
+
+/* The first line names the log and its key; a different key cannot continue it. */
+static bool scan_header(audit_log *l, const audit_parsed *p, const char *path, char *err, size_t errlen)
+{
+    const char *id = aj_get_str(p->root, "log_id"), *key = aj_get_str(p->root, "key");
+    if ((strcmp(p->type, "genesis") != 0 && strcmp(p->type, "file_start") != 0) || !id || !key ||
+        strlen(id) >= sizeof l->log_id)
+        return open_err(err, errlen, "%s: first record is not a genesis/file_start header", path);
+    if (strcmp(key, l->key_fpr) != 0)
+        return open_err(err, errlen, "%s: log is signed by key %s but the configured key is %s", path, key,
+                        l->key_fpr);
+    snprintf(l->log_id, sizeof l->log_id, "%s", id);
+    return true;
+}
+
+static void mark_torn(tail_scan *s, const audit_line *ln, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void mark_torn(tail_scan *s, const audit_line *ln, const char *fmt, ...)
+{
+    s->torn = true;
+    s->torn_line = ln->lineno;
+    int n = snprintf(s->why, sizeof s->why, "line %" PRIu64 ": ", ln->lineno);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->why + n, sizeof s->why - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+/* false: damage a crash cannot explain (refuse to open).  Sets s->torn at the tail. */
+static bool scan_line(audit_log *l, const audit_line *ln, aj_arena *a, tail_scan *s, char *err, size_t errlen)
+{
+    audit_parsed p;
+    char perr[160];
+    if (!ln->has_nl) {
+        mark_torn(s, ln, "no final newline");
+        return true;
+    }
+    if (!audit_line_parse(a, ln, &p, perr, sizeof perr)) {
+        mark_torn(s, ln, "not a record (%s)", perr);
+        return true;
+    }
+    if (ln->first_in_file) {
+        if (!scan_header(l, &p, ln->path, err, errlen))
+            return false;
+        s->next_seq = p.seq; /* the previous file's link is checked by verify */
+    } else if (p.seq != s->next_seq) {
+        mark_torn(s, ln, "seq %" PRIu64 " where %" PRIu64 " was expected", p.seq, s->next_seq);
+        return true;
+    } else if (memcmp(p.prev, s->head, sizeof s->head) != 0) {
+        mark_torn(s, ln, "prev does not match the previous line");
+        return true;
+    }
+    if (strcmp(p.type, "checkpoint") == 0 && !checkpoint_sig_ok(l, &p))
+        return open_err(err, errlen, "%s:%" PRIu64 ": checkpoint signature is invalid; run phigatectl audit verify",
+                        ln->path, ln->lineno);
+    s->unsigned_count = strcmp(p.type, "checkpoint") == 0 ? 0 : s->unsigned_count + 1;
+    memcpy(s->head, p.hash, sizeof s->head);
+    s->next_seq = p.seq + 1;
+    s->good_off = ln->offset + ln->len + 1;
+    s->lines++;
+    return true;
+}
+
+/* A valid signature past the damage means signed records would be cut away:
+ * that is tampering or corruption, not a crash, so open refuses. */
+static bool torn_region_unsigned(audit_log *l, audit_reader *r, aj_arena *a, char *err, size_t errlen)
+{
+    audit_line ln;
+    while (audit_reader_next(r, &ln)) {
+        audit_parsed p;
+        char perr[160];
+        aj_arena_reset(a);
+        if (audit_line_parse(a, &ln, &p, perr, sizeof perr) && strcmp(p.type, "checkpoint") == 0 &&
+            checkpoint_sig_ok(l, &p))
+            return open_err(err, errlen,
+                            "%s:%" PRIu64 ": a valid checkpoint follows damaged records; not a torn tail: "
+                            "run phigatectl audit verify",
+                            ln.path, ln.lineno);
+    }
+    return true;
+}
+
+static bool scan_last_file(audit_log *l, const char *path, tail_scan *s, char *err, size_t errlen)
+{
+    memset(s, 0, sizeof *s);
+    audit_reader *r = audit_reader_open(&path, 1, err, errlen);
+    if (!r)
+        return false;
+    aj_arena a = {0};
+    audit_line ln;
+    bool ok = true;
+    while (ok && !s->torn && audit_reader_next(r, &ln)) {
+        aj_arena_reset(&a);
+        ok = scan_line(l, &ln, &a, s, err, errlen);
+    }
+    if (ok && audit_reader_error(r))
+        ok = open_err(err, errlen, "%s", audit_reader_error(r));
+    if (ok && s->lines == 0)
+        ok = open_err(err, errlen, "%s: no valid header record; run phigatectl audit verify", path);
+    if (ok && s->torn)
+        ok = torn_region_unsigned(l, r, &a, err, errlen);
+    aj_arena_free(&a);
+    audit_reader_close(r);
+    return ok;
+}
+
+static bool read_range(int fd, uint64_t off, size_t n, char **out)
+{
+    char *b = malloc(n ? n : 1);
+    size_t got = 0;
+    while (b && got < n) {
+        ssize_t k = pread(fd, b + got, n - got, (off_t)(off + got));
+        if (k <= 0 && !(k < 0 && errno == EINTR)) {
+            free(b);
+            return false;
+        }
+        got += k > 0 ? (size_t)k : 0;
+    }
+    *out = b;
+    return b != NULL;
+}
+
+/* Torn bytes go to NAME.<offset>.torn before the file is cut, so a crash
+ * here leaves them in one place or both, never in neither. */
+static bool save_torn(audit_log *l, const char *torn_name, const char *bytes, size_t n)
+{
+    int fd = openat(l->dirfd, torn_name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int e = 0;
+    bool ok = fd >= 0 && write_all(fd, bytes, n, &e) && fsync(fd) == 0;
+    if (!ok && !e)
+        e = errno;
+    if (fd >= 0)
+        close(fd);
+    return ok || fail_io(l, "save torn tail", e);
+}
+
+static bool seal_tail(audit_log *l, const tail_scan *s, uint64_t size)
+{
+    char name[32], torn_name[80], hex[2 * AUDIT_SHA256_LEN + 1];
+    uint8_t h[AUDIT_SHA256_LEN];
+    file_name(name, l->file_no);
+    snprintf(torn_name, sizeof torn_name, "%s.%" PRIu64 ".torn", name, s->good_off);
+    size_t n = (size_t)(size - s->good_off);
+    char *bytes;
+    if (!read_range(l->fd, s->good_off, n, &bytes))
+        return fail_io(l, "read torn tail", errno ? errno : EIO);
+    bool ok = audit_sha256(bytes, n, h) && save_torn(l, torn_name, bytes, n);
+    free(bytes);
+    if (!ok)
+        return atomic_load(&l->failed) ? false : fail_log(l, "audit log failed: cannot hash torn tail");
+    if (ftruncate(l->fd, (off_t)s->good_off) != 0 || fdatasync(l->fd) != 0 || fsync(l->dirfd) != 0)
+        return fail_io(l, "truncate torn tail", errno);
+    audit_hex(h, sizeof h, hex);
+    audit_buf b = {0};
+    audit_buf_printf(&b, "\"type\":\"tail_sealed\",\"file\":\"%s\",\"offset\":%" PRIu64 ",\"bytes\":%zu,"
+                     "\"sha256\":\"%s\",\"torn_file\":\"%s\",\"reason\":",
+                     name, s->good_off, n, hex, torn_name);
+    audit_buf_json_str(&b, s->why, strlen(s->why));
+    emit_buf(l, &b);
+    say(l, AUDIT_MSG_WARNING, "%s/%s: torn tail at %s: %zu bytes moved to %s and sealed", l->dir, name, s->why, n,
+        torn_name);
+    return flush(l);
+}
+
+static bool continue_file(audit_log *l, const char *path, char *err, size_t errlen)
+{
+    tail_scan s;
+    if (!scan_last_file(l, path, &s, err, errlen))
+        return false;
+    l->file_no = audit_file_number(strrchr(path, '/') + 1);
+    l->fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC); /* read: to save a torn tail */
+    struct stat st;
+    if (l->fd < 0 || fstat(l->fd, &st) != 0)
+        return open_err(err, errlen, "%s: %s", path, strerror(errno));
+    l->next_seq = s.next_seq;
+    memcpy(l->head, s.head, sizeof l->head);
+    l->unsigned_count = s.unsigned_count;
+    l->file_records = s.lines;
+    l->file_size = s.good_off;
+    l->file_opened = l->last_cp = mono_now();
+    if (s.torn && !seal_tail(l, &s, (uint64_t)st.st_size))
+        return open_err(err, errlen, "%s", l->reason);
+    return true;
+}
+
+static bool new_log(audit_log *l, char *err, size_t errlen)
+{
+    uint8_t id[16];
+    if (RAND_bytes(id, sizeof id) != 1)
+        return open_err(err, errlen, "RAND_bytes failed");
+    audit_hex(id, sizeof id, l->log_id);
+    memset(l->head, 0, sizeof l->head); /* genesis: prev is 64 zeros */
+    l->next_seq = 0;
+    l->last_cp = mono_now();
+    if (!create_file(l, 1, "genesis", NULL))
+        return open_err(err, errlen, "%s", l->reason);
+    say(l, AUDIT_MSG_INFO, "created audit log %s in %s", l->log_id, l->dir);
+    return true;
+}
+
+/* Leftover NAME.tmp: a rotation that crashed before its rename.  Its header
+ * was never part of the chain. */
+static void remove_stale_tmp(audit_log *l)
+{
+    char name[32], tmp[40];
+    for (uint32_t no = 1;; no++) {
+        file_name(name, no);
+        snprintf(tmp, sizeof tmp, "%s.tmp", name);
+        bool have_file = faccessat(l->dirfd, name, F_OK, 0) == 0;
+        if (unlinkat(l->dirfd, tmp, 0) == 0)
+            say(l, AUDIT_MSG_WARNING, "removed %s left by an interrupted rotation", tmp);
+        if (!have_file)
+            break;
+    }
+}
+
+static bool open_dir(audit_log *l, const char *dir, char *err, size_t errlen)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return open_err(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+    l->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (l->dirfd < 0)
+        return open_err(err, errlen, "cannot open %s: %s", dir, strerror(errno));
+    /* Two writers would fork the chain. */
+    l->lockfd = openat(l->dirfd, "audit.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (l->lockfd < 0 || flock(l->lockfd, LOCK_EX | LOCK_NB) != 0)
+        return open_err(err, errlen, "%s/audit.lock: %s", dir,
+                        errno == EWOULDBLOCK ? "another process is writing this log" : strerror(errno));
+    return true;
+}
+
+static bool load_key(audit_log *l, const char *path, char *err, size_t errlen)
+{
+    uint8_t raw[AUDIT_PUBKEY_LEN];
+    l->key = audit_key_load_private(path, err, errlen);
+    if (!l->key)
+        return false;
+    if (!audit_key_raw(l->key, raw) || !audit_key_fingerprint(l->key, l->key_fpr))
+        return open_err(err, errlen, "%s: cannot derive the public key", path);
+    audit_hex(raw, sizeof raw, l->pub_hex);
+    return true;
+}
+
+static bool open_files(audit_log *l, char *err, size_t errlen)
+{
+    char **paths;
+    size_t n;
+    remove_stale_tmp(l);
+    if (!audit_dir_list(l->dir, &paths, &n, err, errlen))
+        return false;
+    bool ok = n ? continue_file(l, paths[n - 1], err, errlen) : new_log(l, err, errlen);
+    audit_paths_free(paths, n);
+    return ok;
+}
+
+/* This run's first record: restarts are visible, and its seq names the run. */
+static bool write_log_open(audit_log *l, char *err, size_t errlen)
+{
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    l->run_seq = l->next_seq;
+    audit_buf b = {0};
+    audit_buf_printf(&b, "\"type\":\"log_open\",\"format\":\"" FORMAT_NAME "\",\"pid\":%ld,\"host\":", (long)getpid());
+    audit_buf_json_str(&b, host, strlen(host));
+    emit_buf(l, &b);
+    return flush(l) || open_err(err, errlen, "%s", l->reason);
+}
+
+static bool start_loop_side(audit_log *l, struct event_base *base, char *err, size_t errlen)
+{
+    l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (l->efd < 0)
+        return open_err(err, errlen, "eventfd: %s", strerror(errno));
+    l->ev = event_new(base, l->efd, EV_READ | EV_PERSIST, on_eventfd, l);
+    if (!l->ev || event_add(l->ev, NULL) != 0)
+        return open_err(err, errlen, "cannot add the audit completion event");
+    return true;
+}
+
+static bool start_writer(audit_log *l, char *err, size_t errlen)
+{
+    /* The writer takes no signals: they belong to the loop thread. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&l->thread, NULL, writer_main, l);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
+        return open_err(err, errlen, "pthread_create: %s", strerror(rc));
+    l->thread_started = true;
+    return true;
+}
+
+static audit_log *alloc_log(const audit_log_opts *o)
+{
+    audit_log *l = calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->fd = l->dirfd = l->lockfd = l->efd = -1;
+    l->dir = strdup(o->dir);
+    l->cp_records = o->checkpoint_records ? o->checkpoint_records : DEFAULT_CHECKPOINT_RECORDS;
+    l->cp_ms = o->checkpoint_ms ? o->checkpoint_ms : DEFAULT_CHECKPOINT_MS;
+    l->rotate_bytes = o->rotate_bytes ? o->rotate_bytes : DEFAULT_ROTATE_BYTES;
+    l->rotate_seconds = o->rotate_seconds;
+    l->msg_fn = o->msg_fn;
+    l->msg_arg = o->msg_arg;
+    l->pending_tail = &l->pending;
+    l->done_tail = &l->done;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* wall-clock jumps must not stall checkpoints */
+    pthread_cond_init(&l->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&l->mu, NULL);
+    if (!l->dir) {
+        free_log(l);
+        return NULL;
+    }
+    return l;
+}
+
+audit_log *audit_log_open(const audit_log_opts *o, char *err, size_t errlen)
+{
+    /* A file-size rlimit must surface as EFBIG (failed state), not kill phigate. */
+    signal(SIGXFSZ, SIG_IGN);
+    if (!o->dir || !o->key_path || !o->base) {
+        open_err(err, errlen, "audit log needs dir, key_path and base");
+        return NULL;
+    }
+    audit_log *l = alloc_log(o);
+    if (!l) {
+        open_err(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (!open_dir(l, o->dir, err, errlen) || !load_key(l, o->key_path, err, errlen) ||
+        !open_files(l, err, errlen) || !write_log_open(l, err, errlen) ||
+        !start_loop_side(l, o->base, err, errlen) || !start_writer(l, err, errlen)) {
+        free_log(l);
+        return NULL;
+    }
+    return l;
+}

@@ -17,36 +17,16 @@
  * at the proof, so timing and messages do not tell whether a name exists.
  */
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <openssl/ssl.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "gate/conn.h"
 #include "gate/log.h"
 #include "gate/tls.h"
 #include "pgfront/pg_session.h"
 
 #define AUTH_MAX_MESSAGE 4096 /* SASL messages are small; refuse anything larger before reading it */
-
-static void start_tls(pg_session *s)
-{
-    SSL *ssl = SSL_new(pg_server_tls_ctx(s->server));
-    struct bufferevent *plain = s->client;
-    bufferevent_setcb(plain, NULL, NULL, NULL, NULL);
-    s->client = bufferevent_openssl_filter_new(pg_server_base(s->server), plain, ssl,
-                                               BUFFEREVENT_SSL_ACCEPTING,
-                                               BEV_OPT_CLOSE_ON_FREE);
-    if (!s->client) {
-        s->client = plain;
-        SSL_free(ssl);
-        pg_session_fail(s, "08006", "TLS setup failed", NULL);
-        return;
-    }
-    bufferevent_openssl_set_allow_dirty_shutdown(s->client, 1);
-    s->client_tls = true;
-    pg_session_client_callbacks(s);
-}
 
 static void answer_ssl_request(pg_session *s)
 {
@@ -54,12 +34,26 @@ static void answer_ssl_request(pg_session *s)
         pg_session_fail(s, "08P01", "SSLRequest received twice", NULL);
         return;
     }
-    bool can = pg_server_tls_ctx(s->server) != NULL;
-    char answer = can ? 'S' : 'N';
-    /* Written to the socket before the TLS filter goes on top, so 'S' precedes the handshake. */
-    bufferevent_write(s->client, &answer, 1);
-    if (can)
-        start_tls(s);
+    SSL_CTX *ctx = pg_server_tls_ctx(s->server);
+    struct evbuffer *in = conn_input(s->client);
+    if (ctx && evbuffer_get_length(in) > 0) {
+        /* Plain bytes sent before the handshake would be taken as if protected. */
+        pg_session_fail(s, "08P01", "data received after SSLRequest before the TLS handshake", NULL);
+        return;
+    }
+    /* Written to the socket before the handshake starts, so 'S' precedes it. */
+    evbuffer_add(conn_output(s->client), ctx ? "S" : "N", 1);
+    conn_flush(s->client);
+    if (!ctx)
+        return;
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl || conn_unsent(s->client) || !conn_start_tls(s->client, ssl, true)) {
+        if (ssl && !conn_ssl(s->client))
+            SSL_free(ssl);
+        pg_session_close(s, "TLS setup failed");
+        return;
+    }
+    s->client_tls = true;
 }
 
 static void copy_startup(pg_session *s, const uint8_t *body, size_t len)
@@ -107,12 +101,12 @@ static void begin_sasl(pg_session *s)
     else
         scram_verifier_mock(pg_server_mock_secret(s->server), 32, s->user, &s->scram.verifier);
     if (s->client_tls) {
-        SSL *ssl = bufferevent_openssl_get_ssl(s->client);
+        SSL *ssl = conn_ssl(s->client);
         if (ssl && tls_server_end_point(ssl, &s->cbind))
             s->scram.server_offered_plus = true;
     }
     s->scram.cbind = &s->cbind;
-    pg_put_auth_sasl(bufferevent_get_output(s->client), s->scram.server_offered_plus);
+    pg_put_auth_sasl(conn_output(s->client), s->scram.server_offered_plus);
     pg_session_set_state(s, PGC_AUTH_INIT);
 }
 
@@ -125,7 +119,7 @@ static void negotiate_if_needed(pg_session *s, uint32_t protocol)
         if (strncmp(s->startup.params[i].name, "_pq_.", 5) == 0)
             unknown[n++] = s->startup.params[i].name;
     if ((protocol & 0xffff) != 0 || n > 0)
-        pg_put_negotiate_version(bufferevent_get_output(s->client), 0, unknown, n);
+        pg_put_negotiate_version(conn_output(s->client), 0, unknown, n);
 }
 
 static void handle_startup_packet(pg_session *s, uint32_t code, const uint8_t *body, size_t len)
@@ -135,7 +129,7 @@ static void handle_startup_packet(pg_session *s, uint32_t code, const uint8_t *b
         answer_ssl_request(s);
         return;
     case PG_GSSENC_REQUEST:
-        bufferevent_write(s->client, "N", 1);
+        evbuffer_add(conn_output(s->client), "N", 1);
         return;
     case PG_CANCEL_REQUEST: {
         pg_cursor c;
@@ -167,7 +161,7 @@ static void handle_startup_packet(pg_session *s, uint32_t code, const uint8_t *b
 
 static void read_startup(pg_session *s)
 {
-    struct evbuffer *in = bufferevent_get_input(s->client);
+    struct evbuffer *in = conn_input(s->client);
     const config *cfg = pg_server_config(s->server);
     while (s->state == PGC_STARTUP) {
         uint8_t hdr[PG_STARTUP_MIN];
@@ -187,8 +181,6 @@ static void read_startup(pg_session *s)
         evbuffer_remove(in, pkt, len);
         handle_startup_packet(s, code, pkt + 8, len - 8);
         free(pkt);
-        /* A TLS upgrade replaced the bufferevent: its input is the new one. */
-        in = bufferevent_get_input(s->client);
     }
 }
 
@@ -224,7 +216,7 @@ static void handle_sasl_init(pg_session *s, const uint8_t *body, size_t len)
         fail_auth(s, err);
         return;
     }
-    pg_put_auth(bufferevent_get_output(s->client), 11, out, strlen(out));
+    pg_put_auth(conn_output(s->client), 11, out, strlen(out));
     pg_session_set_state(s, PGC_AUTH_FINAL);
 }
 
@@ -241,7 +233,7 @@ static void handle_sasl_final(pg_session *s, const uint8_t *body, size_t len)
         fail_auth(s, s->identity ? "wrong password" : "unknown identity");
         return;
     }
-    struct evbuffer *o = bufferevent_get_output(s->client);
+    struct evbuffer *o = conn_output(s->client);
     pg_put_auth(o, 12, out, strlen(out));
     pg_put_auth(o, 0, NULL, 0);
     pg_session_log(s, LOG_LEVEL_INFO, "authenticated with SCRAM-SHA-256%s%s", s->scram.use_plus ? "-PLUS" : "",
@@ -253,7 +245,7 @@ static void handle_sasl_final(pg_session *s, const uint8_t *body, size_t len)
 
 static void read_auth_message(pg_session *s)
 {
-    struct evbuffer *in = bufferevent_get_input(s->client);
+    struct evbuffer *in = conn_input(s->client);
     uint8_t hdr[PG_HEADER_LEN];
     size_t avail = evbuffer_get_length(in);
     char type;
@@ -282,10 +274,10 @@ void pg_auth_on_client_data(pg_session *s)
     if (s->state == PGC_STARTUP)
         read_startup(s);
     while ((s->state == PGC_AUTH_INIT || s->state == PGC_AUTH_FINAL)) {
-        size_t before = evbuffer_get_length(bufferevent_get_input(s->client));
+        size_t before = evbuffer_get_length(conn_input(s->client));
         pgc_state st = s->state;
         read_auth_message(s);
-        if (s->state == st && evbuffer_get_length(bufferevent_get_input(s->client)) == before)
+        if (s->state == st && evbuffer_get_length(conn_input(s->client)) == before)
             break; /* waiting for more bytes */
     }
     /* Bytes after the last auth message (pipelined queries) wait in the input buffer

@@ -17,12 +17,12 @@
  * COPY FROM STDIN, so memory per session stays bounded.
  */
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "gate/conn.h"
 #include "gate/log.h"
 #include "pgfront/pg_session.h"
 
@@ -37,16 +37,16 @@ static size_t buffer_limit(const pg_session *s)
 
 void pg_relay_start(pg_session *s)
 {
-    struct evbuffer *out = bufferevent_get_output(s->client);
+    struct evbuffer *out = conn_output(s->client);
     pg_cancel_register(s);
     evbuffer_add_buffer(out, s->param_status);
     pg_put_backend_key(out, s->cancel_pid, s->cancel_key);
     pg_put_ready(out, 'I');
     event_del(s->timer);
     pg_session_set_state(s, PGC_ACTIVE);
-    /* Wake the writers when their peer's output has drained to half the limit. */
-    bufferevent_setwatermark(s->client, EV_WRITE, buffer_limit(s) / 2, 0);
-    bufferevent_setwatermark(s->upstream, EV_WRITE, buffer_limit(s) / 2, 0);
+    /* Wake the paused side when its peer's output has drained to half the limit. */
+    conn_set_low_watermark(s->client, buffer_limit(s) / 2);
+    conn_set_low_watermark(s->upstream, buffer_limit(s) / 2);
     pg_session_log(s, LOG_LEVEL_INFO, "session open to upstream %s%s", s->up->name,
                    s->upstream_tls ? " over TLS" : "");
     pg_relay_client_data(s); /* statements pipelined behind authentication */
@@ -89,8 +89,8 @@ static void pop_substitution(pg_session *s)
 /* Replace the client's message (type, total bytes at the head of in) with a stand-in. */
 static void refuse_message(pg_session *s, char type, uint32_t total, const char *sqlstate, const char *message)
 {
-    struct evbuffer *in = bufferevent_get_input(s->client);
-    struct evbuffer *up = bufferevent_get_output(s->upstream);
+    struct evbuffer *in = conn_input(s->client);
+    struct evbuffer *up = conn_output(s->upstream);
     pg_session_log(s, LOG_LEVEL_INFO, "refused '%c' message: %s", type, message);
     if (type == 'P') {
         /* Keep the statement name so a later Bind fails like the server would. */
@@ -119,8 +119,8 @@ static void refuse_message(pg_session *s, char type, uint32_t total, const char 
 
 static void pause_client_if_full(pg_session *s)
 {
-    if (evbuffer_get_length(bufferevent_get_output(s->upstream)) > buffer_limit(s)) {
-        bufferevent_disable(s->client, EV_READ);
+    if (evbuffer_get_length(conn_output(s->upstream)) > buffer_limit(s)) {
+        conn_read_disable(s->client);
         s->client_paused = true;
     }
 }
@@ -130,7 +130,7 @@ void pg_relay_upstream_drained(pg_session *s)
     if (!s->client_paused)
         return;
     s->client_paused = false;
-    bufferevent_enable(s->client, EV_READ);
+    conn_read_enable(s->client);
     pg_relay_client_data(s);
 }
 
@@ -166,8 +166,8 @@ static void client_special(pg_session *s, char type, uint32_t total)
 
 void pg_relay_client_data(pg_session *s)
 {
-    struct evbuffer *in = bufferevent_get_input(s->client);
-    struct evbuffer *up = bufferevent_get_output(s->upstream);
+    struct evbuffer *in = conn_input(s->client);
+    struct evbuffer *up = conn_output(s->upstream);
     uint32_t max = (uint32_t)pg_server_config(s->server)->max_message_bytes;
     while (s->state == PGC_ACTIVE && !s->client_paused) {
         size_t avail = evbuffer_get_length(in), run = 0;
@@ -220,14 +220,14 @@ void pg_relay_client_drained(pg_session *s)
     if (!s->upstream_paused)
         return;
     s->upstream_paused = false;
-    bufferevent_enable(s->upstream, EV_READ);
+    conn_read_enable(s->upstream);
     pg_relay_upstream_data(s);
 }
 
 static void pause_upstream_if_full(pg_session *s)
 {
-    if (evbuffer_get_length(bufferevent_get_output(s->client)) > buffer_limit(s)) {
-        bufferevent_disable(s->upstream, EV_READ);
+    if (evbuffer_get_length(conn_output(s->client)) > buffer_limit(s)) {
+        conn_read_disable(s->upstream);
         s->upstream_paused = true;
     }
 }
@@ -256,7 +256,7 @@ static bool substitute_error(pg_session *s, struct evbuffer *in, uint32_t total)
     if (!code || strcmp(code, STANDIN_SQLSTATE) != 0)
         return false;
     evbuffer_drain(in, total);
-    pg_put_error(bufferevent_get_output(s->client), "ERROR", sub->sqlstate, sub->message, NULL, NULL);
+    pg_put_error(conn_output(s->client), "ERROR", sub->sqlstate, sub->message, NULL, NULL);
     pop_substitution(s);
     return true;
 }
@@ -270,8 +270,8 @@ static bool upstream_type_allowed(char type)
 
 void pg_relay_upstream_data(pg_session *s)
 {
-    struct evbuffer *in = bufferevent_get_input(s->upstream);
-    struct evbuffer *out = bufferevent_get_output(s->client);
+    struct evbuffer *in = conn_input(s->upstream);
+    struct evbuffer *out = conn_output(s->client);
     while (s->state == PGC_ACTIVE && !s->upstream_paused) {
         size_t avail = evbuffer_get_length(in), run = 0;
         struct evbuffer_ptr pos;

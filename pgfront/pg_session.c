@@ -8,12 +8,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netdb.h>
-#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
@@ -21,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gate/conn.h"
 #include "gate/log.h"
 #include "gate/tls.h"
 
@@ -104,10 +102,8 @@ static void session_free(pg_session *s)
     pg_relay_free(s);
     if (s->timer)
         event_free(s->timer);
-    if (s->client)
-        bufferevent_free(s->client);
-    if (s->upstream)
-        bufferevent_free(s->upstream);
+    conn_free(s->client);
+    conn_free(s->upstream);
     if (s->param_status)
         evbuffer_free(s->param_status);
     free(s->startup_copy);
@@ -134,9 +130,9 @@ void pg_session_close(pg_session *s, const char *why)
     pg_session_log(s, LOG_LEVEL_INFO, "closing: %s", why);
     pg_session_set_state(s, PGC_DEAD);
     if (s->client)
-        bufferevent_disable(s->client, EV_READ | EV_WRITE);
+        conn_read_disable(s->client);
     if (s->upstream)
-        bufferevent_disable(s->upstream, EV_READ | EV_WRITE);
+        conn_read_disable(s->upstream);
     if (s->timer)
         event_del(s->timer);
     s->next_dead = s->server->dead;
@@ -144,41 +140,32 @@ void pg_session_close(pg_session *s, const char *why)
     event_active(s->server->reaper, EV_TIMEOUT, 0);
 }
 
-/* Bytes not yet on the socket: for TLS the filter's output drains into the
- * socket bufferevent underneath, which must drain too before we close. */
-static size_t unsent_bytes(pg_session *s)
+/* Write both directions now: called once per event, after all messages of the
+ * batch were moved, so one send carries them all. */
+void pg_session_flush(pg_session *s)
 {
-    size_t n = evbuffer_get_length(bufferevent_get_output(s->client));
-    struct bufferevent *under = bufferevent_get_underlying(s->client);
-    if (under)
-        n += evbuffer_get_length(bufferevent_get_output(under));
-    return n;
+    if (s->state == PGC_DEAD)
+        return;
+    if (s->upstream && conn_unsent(s->upstream))
+        conn_flush(s->upstream);
+    if (s->state != PGC_DEAD && s->client && conn_unsent(s->client))
+        conn_flush(s->client);
 }
 
 static void close_when_flushed(pg_session *s)
 {
-    if (unsent_bytes(s) == 0) {
+    conn_flush(s->client);
+    if (s->state == PGC_DEAD)
+        return;
+    if (conn_unsent(s->client) == 0) {
         pg_session_close(s, "error sent");
         return;
     }
-    s->closing_polls++;
-    if (s->closing_polls > 500) { /* 5 s at 10 ms */
+    if (++s->closing_polls > 500) { /* 5 s at 10 ms */
         pg_session_close(s, "client did not read its error");
         return;
     }
     pg_session_arm_timer(s, 10);
-}
-
-static void closing_write_cb(struct bufferevent *bev, void *arg)
-{
-    (void)bev;
-    close_when_flushed(arg);
-}
-
-static void closing_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    (void)bev, (void)what;
-    pg_session_close(arg, "client went away while closing");
 }
 
 /* The one exit path that tells the client why: a FATAL ErrorResponse, flushed, then close. */
@@ -188,18 +175,11 @@ void pg_session_fail(pg_session *s, const char *sqlstate, const char *message, c
         return;
     pg_session_log(s, LOG_LEVEL_INFO, "refusing connection: %s (%s)", message, sqlstate);
     if (s->upstream)
-        bufferevent_disable(s->upstream, EV_READ);
-    if (!s->client) {
-        pg_session_close(s, message);
-        return;
-    }
+        conn_read_disable(s->upstream);
     pg_session_set_state(s, PGC_CLOSING);
-    pg_put_error(bufferevent_get_output(s->client), "FATAL", sqlstate, message, NULL, hint);
-    bufferevent_disable(s->client, EV_READ);
-    bufferevent_setwatermark(s->client, EV_WRITE, 0, 0);
-    bufferevent_setcb(s->client, NULL, closing_write_cb, closing_event_cb, s);
-    bufferevent_enable(s->client, EV_WRITE);
-    pg_session_arm_timer(s, 10);
+    pg_put_error(conn_output(s->client), "FATAL", sqlstate, message, NULL, hint);
+    conn_read_disable(s->client);
+    close_when_flushed(s);
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -220,52 +200,81 @@ void pg_session_arm_timer(pg_session *s, int ms)
     event_add(s->timer, &tv);
 }
 
-static void client_read_cb(struct bufferevent *bev, void *arg)
+static void client_read_cb(conn *c, void *arg)
 {
-    (void)bev;
+    (void)c;
     pg_session *s = arg;
     if (s->state == PGC_ACTIVE)
         pg_relay_client_data(s);
     else if (s->state < PGC_CONNECTING)
         pg_auth_on_client_data(s);
+    pg_session_flush(s);
 }
 
-static void client_write_cb(struct bufferevent *bev, void *arg)
+static void client_drain_cb(conn *c, void *arg)
 {
-    (void)bev;
+    (void)c;
     pg_session *s = arg;
-    if (s->state == PGC_ACTIVE)
+    if (s->state == PGC_ACTIVE) {
         pg_relay_client_drained(s);
-}
-
-static void client_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    (void)bev;
-    pg_session *s = arg;
-    if (what & BEV_EVENT_CONNECTED)
-        return;
-    if (what & BEV_EVENT_ERROR) {
-        unsigned long e = bufferevent_get_openssl_error(s->client);
-        char buf[256];
-        if (e) {
-            ERR_error_string_n(e, buf, sizeof buf);
-            pg_session_log(s, LOG_LEVEL_INFO, "client TLS error: %s", buf);
-        }
+        pg_session_flush(s);
     }
-    pg_session_close(s, (what & BEV_EVENT_EOF) ? "client disconnected" : "client connection error");
 }
 
-/* Install the client callbacks on bev (the socket, or the TLS filter over it). */
+static void client_event_cb(conn *c, conn_event ev, void *arg)
+{
+    pg_session *s = arg;
+    if (ev == CONN_CONNECTED) /* TLS handshake done: wait for the StartupMessage */
+        return;
+    if (s->state == PGC_CLOSING || s->state == PGC_DEAD) {
+        pg_session_close(s, "client went away");
+        return;
+    }
+    if (ev == CONN_ERROR)
+        pg_session_log(s, LOG_LEVEL_INFO, "client connection error: %s", conn_error(c));
+    pg_session_close(s, ev == CONN_EOF ? "client disconnected" : "client connection error");
+}
+
 void pg_session_client_callbacks(pg_session *s)
 {
-    bufferevent_setcb(s->client, client_read_cb, client_write_cb, client_event_cb, s);
-    bufferevent_enable(s->client, EV_READ | EV_WRITE);
+    conn_set_callbacks(s->client, client_read_cb, client_drain_cb, client_event_cb, s);
+    conn_read_enable(s->client);
 }
 
-static void set_nodelay(evutil_socket_t fd)
+static void upstream_read_cb(conn *c, void *arg)
 {
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    (void)c;
+    pg_session *s = arg;
+    if (s->state == PGC_DEAD || s->state == PGC_CLOSING)
+        return;
+    pg_upstream_on_data(s);
+    pg_session_flush(s);
+}
+
+static void upstream_drain_cb(conn *c, void *arg)
+{
+    (void)c;
+    pg_session *s = arg;
+    if (s->state == PGC_ACTIVE) {
+        pg_relay_upstream_drained(s);
+        pg_session_flush(s);
+    }
+}
+
+static void upstream_event_cb(conn *c, conn_event ev, void *arg)
+{
+    (void)c;
+    pg_session *s = arg;
+    if (s->state == PGC_DEAD || s->state == PGC_CLOSING)
+        return;
+    pg_upstream_on_event(s, (int)ev);
+    pg_session_flush(s);
+}
+
+void pg_session_upstream_callbacks(pg_session *s)
+{
+    conn_set_callbacks(s->upstream, upstream_read_cb, upstream_drain_cb, upstream_event_cb, s);
+    conn_read_enable(s->upstream);
 }
 
 static void format_addr(const struct sockaddr *sa, char *out, size_t len)
@@ -305,8 +314,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     s->txn_status = 'I';
     format_addr(sa, s->client_addr, sizeof s->client_addr);
     snprintf(s->prefix, sizeof s->prefix, "pg#%llu %s", (unsigned long long)s->id, s->client_addr);
-    set_nodelay(fd);
-    s->client = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    s->client = conn_new(srv->base, fd);
     s->timer = evtimer_new(srv->base, timer_cb, s);
     srv->nsessions++;
     pg_session_log(s, LOG_LEVEL_DEBUG, "accepted");

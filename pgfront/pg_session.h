@@ -16,8 +16,8 @@
 #include "pgfront/pg_front.h"
 #include "pgfront/pg_wire.h"
 
-struct bufferevent;
 struct event;
+typedef struct conn conn;
 
 /* Client side states; the comment says where the session is. */
 #define PGC_STATES(X) \
@@ -72,8 +72,8 @@ typedef struct pg_session {
 
     pgc_state state;
     pgu_state ustate;
-    struct bufferevent *client;
-    struct bufferevent *upstream;
+    conn *client;
+    conn *upstream;
     struct event *timer;
     int closing_polls;            /* PGC_CLOSING: flush checks so far */
     bool client_tls;
@@ -123,6 +123,8 @@ void pg_auth_on_client_data(pg_session *s);
 
 /* pg_upstream.c */
 void pg_upstream_start(pg_session *s);
+void pg_upstream_on_data(pg_session *s);
+void pg_upstream_on_event(pg_session *s, int ev);
 
 /* pg_relay.c */
 void pg_relay_start(pg_session *s);
@@ -141,5 +143,7 @@ void pg_cancel_request(pg_server *srv, uint32_t pid, uint32_t key);
 
 /* more of pg_session.c */
 void pg_session_client_callbacks(pg_session *s);
+void pg_session_upstream_callbacks(pg_session *s);
+void pg_session_flush(pg_session *s);
 SSL_CTX *pg_server_tls_ctx(const pg_server *srv);
 #endif

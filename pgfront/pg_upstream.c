@@ -5,12 +5,9 @@
  * The client never sees any of the upstream's credentials or keys.
  */
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <openssl/evp.h>
 #include <openssl/md5.h>
 #include <openssl/ssl.h>
@@ -18,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gate/conn.h"
 #include "gate/log.h"
 #include "gate/tls.h"
 #include "pgfront/pg_session.h"
@@ -51,7 +49,7 @@ static void send_startup(pg_session *s)
         for (const char *const *p = passthrough_params; *p; p++)
             if (strcmp(s->startup.params[i].name, *p) == 0 && n < sizeof params / sizeof params[0])
                 params[n++] = s->startup.params[i];
-    pg_put_startup(bufferevent_get_output(s->upstream), params, n);
+    pg_put_startup(conn_output(s->upstream), params, n);
     pg_session_set_ustate(s, PGU_AUTH);
 }
 
@@ -71,7 +69,7 @@ static void md5_hex(const char *a, size_t alen, const char *b, size_t blen, char
 
 static void send_password_message(pg_session *s, const char *text)
 {
-    pg_put_message(bufferevent_get_output(s->upstream), 'p', text, strlen(text) + 1);
+    pg_put_message(conn_output(s->upstream), 'p', text, strlen(text) + 1);
 }
 
 static bool need_password(pg_session *s)
@@ -107,7 +105,7 @@ static void start_upstream_sasl(pg_session *s, pg_cursor *c)
     evbuffer_add(b, &len, 4);
     evbuffer_add(b, first, strlen(first));
     size_t blen = evbuffer_get_length(b);
-    pg_put_message(bufferevent_get_output(s->upstream), 'p', evbuffer_pullup(b, -1), blen);
+    pg_put_message(conn_output(s->upstream), 'p', evbuffer_pullup(b, -1), blen);
     evbuffer_free(b);
 }
 
@@ -150,7 +148,7 @@ static void handle_auth_request(pg_session *s, pg_cursor *c)
             upstream_fail(s, err);
             return;
         }
-        pg_put_message(bufferevent_get_output(s->upstream), 'p', out, strlen(out));
+        pg_put_message(conn_output(s->upstream), 'p', out, strlen(out));
         return;
     case 12:
         if (!scram_client_verify_server(&s->upscram, (const char *)c->data + c->pos, pg_cursor_left(c), &err))
@@ -209,7 +207,7 @@ static void handle_startup_reply(pg_session *s, char type, const uint8_t *body, 
 
 static void read_startup_replies(pg_session *s)
 {
-    struct evbuffer *in = bufferevent_get_input(s->upstream);
+    struct evbuffer *in = conn_input(s->upstream);
     while (s->ustate == PGU_AUTH && s->state == PGC_CONNECTING) {
         uint8_t hdr[PG_HEADER_LEN];
         size_t avail = evbuffer_get_length(in);
@@ -234,68 +232,9 @@ static void read_startup_replies(pg_session *s)
     }
 }
 
-static void read_ssl_answer(pg_session *s);
-
-static void upstream_read_cb(struct bufferevent *bev, void *arg)
-{
-    (void)bev;
-    pg_session *s = arg;
-    if (s->state == PGC_DEAD || s->state == PGC_CLOSING)
-        return;
-    if (s->ustate == PGU_SSL_ANSWER)
-        read_ssl_answer(s);
-    else if (s->ustate == PGU_AUTH)
-        read_startup_replies(s);
-    else if (s->ustate == PGU_READY)
-        pg_relay_upstream_data(s);
-}
-
-static void upstream_write_cb(struct bufferevent *bev, void *arg)
-{
-    (void)bev;
-    pg_session *s = arg;
-    if (s->ustate == PGU_READY && s->state == PGC_ACTIVE)
-        pg_relay_upstream_drained(s);
-}
-
-static void upstream_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    (void)bev;
-    pg_session *s = arg;
-    if (what & BEV_EVENT_CONNECTED) {
-        if (s->ustate == PGU_TLS_HANDSHAKE) {
-            send_startup(s);
-        } else if (pg_server_upstream_tls(s->server, s->upstream_index)) {
-            static const uint8_t sslreq[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
-            bufferevent_write(s->upstream, sslreq, sizeof sslreq);
-            pg_session_set_ustate(s, PGU_SSL_ANSWER);
-        } else {
-            send_startup(s);
-        }
-        return;
-    }
-    if (s->state == PGC_DEAD || s->state == PGC_CLOSING)
-        return;
-    char why[300] = "connection lost";
-    unsigned long e = bufferevent_get_openssl_error(s->upstream);
-    if (e) {
-        char buf[256];
-        ERR_error_string_n(e, buf, sizeof buf);
-        snprintf(why, sizeof why, "TLS error: %s", buf);
-    } else if (s->ustate == PGU_CONNECTING) {
-        snprintf(why, sizeof why, "cannot connect to %s:%d", s->up->host, s->up->port);
-    }
-    if (s->state == PGC_ACTIVE) {
-        /* After startup the client has everything the upstream sent; tell it why we stop. */
-        pg_session_fail(s, "08006", "phigate lost its connection to the upstream database", NULL);
-        return;
-    }
-    upstream_fail(s, why);
-}
-
 static void read_ssl_answer(pg_session *s)
 {
-    struct evbuffer *in = bufferevent_get_input(s->upstream);
+    struct evbuffer *in = conn_input(s->upstream);
     char answer;
     if (evbuffer_remove(in, &answer, 1) != 1)
         return;
@@ -323,19 +262,57 @@ static void read_ssl_answer(pg_session *s)
         upstream_fail(s, "TLS setup failed");
         return;
     }
-    struct bufferevent *plain = s->upstream;
-    bufferevent_setcb(plain, NULL, NULL, NULL, NULL);
-    s->upstream = bufferevent_openssl_filter_new(pg_server_base(s->server), plain, ssl, BUFFEREVENT_SSL_CONNECTING,
-                                                 BEV_OPT_CLOSE_ON_FREE);
-    if (!s->upstream) {
-        s->upstream = plain;
+    pg_session_set_ustate(s, PGU_TLS_HANDSHAKE);
+    if (!conn_start_tls(s->upstream, ssl, false)) {
+        if (!conn_ssl(s->upstream))
+            SSL_free(ssl);
         upstream_fail(s, "TLS setup failed");
         return;
     }
     s->upstream_tls = true;
-    pg_session_set_ustate(s, PGU_TLS_HANDSHAKE);
-    bufferevent_setcb(s->upstream, upstream_read_cb, upstream_write_cb, upstream_event_cb, s);
-    bufferevent_enable(s->upstream, EV_READ | EV_WRITE);
+}
+
+void pg_upstream_on_data(pg_session *s)
+{
+    if (s->ustate == PGU_SSL_ANSWER)
+        read_ssl_answer(s);
+    else if (s->ustate == PGU_AUTH)
+        read_startup_replies(s);
+    else if (s->ustate == PGU_READY)
+        pg_relay_upstream_data(s);
+}
+
+static void on_connected(pg_session *s)
+{
+    if (s->ustate == PGU_TLS_HANDSHAKE) {
+        send_startup(s);
+    } else if (pg_server_upstream_tls(s->server, s->upstream_index)) {
+        static const uint8_t sslreq[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
+        evbuffer_add(conn_output(s->upstream), sslreq, sizeof sslreq);
+        pg_session_set_ustate(s, PGU_SSL_ANSWER);
+    } else {
+        send_startup(s);
+    }
+}
+
+void pg_upstream_on_event(pg_session *s, int ev)
+{
+    if (ev == CONN_CONNECTED) {
+        on_connected(s);
+        return;
+    }
+    if (s->state == PGC_ACTIVE) {
+        /* After startup the client has everything the upstream sent; tell it why we stop. */
+        pg_session_log(s, LOG_LEVEL_WARN, "upstream connection lost: %s", conn_error(s->upstream));
+        pg_session_fail(s, "08006", "phigate lost its connection to the upstream database", NULL);
+        return;
+    }
+    char why[300];
+    if (s->ustate == PGU_CONNECTING)
+        snprintf(why, sizeof why, "cannot connect to %s:%d (%s)", s->up->host, s->up->port, conn_error(s->upstream));
+    else
+        snprintf(why, sizeof why, "%s", ev == CONN_EOF ? "the server closed the connection" : conn_error(s->upstream));
+    upstream_fail(s, why);
 }
 
 static int find_upstream_index(const config *cfg, const cfg_upstream *up)
@@ -368,15 +345,12 @@ void pg_upstream_start(pg_session *s)
         upstream_fail(s, "no address");
         return;
     }
-    s->upstream = bufferevent_socket_new(pg_server_base(s->server), -1, BEV_OPT_CLOSE_ON_FREE);
-    bufferevent_setcb(s->upstream, upstream_read_cb, upstream_write_cb, upstream_event_cb, s);
-    bufferevent_enable(s->upstream, EV_READ | EV_WRITE);
     pg_session_set_ustate(s, PGU_CONNECTING);
     pg_session_arm_timer(s, s->up->connect_timeout_ms);
-    if (bufferevent_socket_connect(s->upstream, (struct sockaddr *)&ss, (int)sslen) != 0) {
-        upstream_fail(s, "connect failed");
+    s->upstream = conn_connect(pg_server_base(s->server), (struct sockaddr *)&ss, sslen);
+    if (!s->upstream) {
+        upstream_fail(s, "cannot create a socket");
         return;
     }
-    int one = 1;
-    setsockopt(bufferevent_getfd(s->upstream), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    pg_session_upstream_callbacks(s);
 }

@@ -210,6 +210,7 @@ check_port_free() {
 pg_admin() {
   "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCKDIR" -p "$PG_PORT" -U postgres "$@"
 }
+# shellcheck disable=SC2120  # callers pass SQL on stdin; extra args allowed
 my_root() {
   mariadb --no-defaults --socket="$MY_SOCKET" -uroot "$@"
 }
@@ -378,7 +379,7 @@ my_start() {
       </dev/null >>"$MY_LOG" 2>&1 9>&-) &
   # The pidfile appears once the server is up; until then watch the child.
   local child=$!
-  alive_or_pidfile() { [[ -s $MY_PID ]] && my_pid || kill -0 "$child" 2>/dev/null; }
+  alive_or_pidfile() { my_pid || kill -0 "$child" 2>/dev/null; }
   wait_for MariaDB "$MY_LOG" alive_or_pidfile \
     mariadb-admin --no-defaults --socket="$MY_SOCKET" -uroot --connect-timeout=2 ping
   my_pid >/dev/null || { echo "FAILED" >&2; tail -n 25 "$MY_LOG" >&2; die "MariaDB pidfile $MY_PID missing"; }

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# make demo / make stop: the local stack plus phigate in front of it.
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: scripts/demo.sh start|stop|status
+
+start  starts PostgreSQL, MariaDB and Redis (scripts/stack.sh), writes phigate's
+       configuration with a self-signed TLS pair and a demo agent's secret into
+       .run/demo/, starts phigate, prints connection strings and writes them to
+       .run/demo.env
+stop   stops phigate and the stack (by pid)
+USAGE
+}
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+BUILD=${PHIGATE_BUILD:-build}
+export PHIGATE_PORT_BASE=${PHIGATE_PORT_BASE:-55000}
+PG_LISTEN=$((PHIGATE_PORT_BASE + 1432))
+DEMO=$REPO/.run/demo
+ENVFILE=$REPO/.run/demo.env
+
+phigate_pid() { [[ -s $DEMO/phigate.pid ]] && kill -0 "$(<"$DEMO/phigate.pid")" 2>/dev/null && cat "$DEMO/phigate.pid"; }
+
+wait_listen() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+start() {
+  "$REPO/scripts/stack.sh" start
+  PHIGATE_BUILD=$BUILD "$REPO/scripts/gen-config.sh" "$DEMO" "$PG_LISTEN"
+  if pid=$(phigate_pid); then
+    echo "demo: phigate already running (pid $pid)"
+  else
+    echo -n "demo: starting phigate on 127.0.0.1:$PG_LISTEN ... "
+    "$REPO/$BUILD/phigate" --check-config "$DEMO/phigate.yaml" >/dev/null
+    nohup "$REPO/$BUILD/phigate" --config "$DEMO/phigate.yaml" >>"$DEMO/phigate.stderr" 2>&1 &
+    if ! wait_listen "$PG_LISTEN"; then
+      echo "failed"; tail -20 "$DEMO/phigate.log" "$DEMO/phigate.stderr" 2>/dev/null; exit 1
+    fi
+    echo "ready (pid $(<"$DEMO/phigate.pid"))"
+  fi
+  write_env
+  print_banner
+}
+
+write_env() {
+  eval "$("$REPO/scripts/stack.sh" env)"
+  local pw; pw=$(<"$DEMO/secrets/demo_agent")
+  umask 077
+  cat > "$ENVFILE" <<ENV
+# phigate demo settings: source this file. Agent connection through phigate:
+export PGHOST=127.0.0.1 PGPORT=$PG_LISTEN PGUSER=demo_agent PGPASSWORD=$pw PGDATABASE=clinic PGSSLMODE=require
+export PHIGATE_PG_URI='postgresql://demo_agent:$pw@127.0.0.1:$PG_LISTEN/clinic?sslmode=require'
+# The upstream PostgreSQL directly (what phigate holds; agents never get this):
+export UPSTREAM_PGHOST=$STACK_PG_HOST UPSTREAM_PGPORT=$STACK_PG_PORT UPSTREAM_PGUSER=$STACK_PG_USER UPSTREAM_PGPASSWORD=$STACK_PG_PASSWORD UPSTREAM_PGDATABASE=clinic
+# The upstream MariaDB and Redis:
+export UPSTREAM_MYSQL_HOST=$STACK_MY_HOST UPSTREAM_MYSQL_PORT=$STACK_MY_PORT UPSTREAM_MYSQL_USER=$STACK_MY_USER UPSTREAM_MYSQL_PASSWORD=$STACK_MY_PASSWORD UPSTREAM_MYSQL_DATABASE=clinic
+export REDIS_HOST=$STACK_REDIS_HOST REDIS_PORT=$STACK_REDIS_PORT
+ENV
+}
+
+print_banner() {
+  local pw; pw=$(<"$DEMO/secrets/demo_agent")
+  cat <<BANNER
+
+phigate is running in front of the clinic database.
+
+  As the demo agent, with psql:
+    PGPASSWORD=$pw psql "host=127.0.0.1 port=$PG_LISTEN user=demo_agent dbname=clinic sslmode=require"
+  As a URI:
+    postgresql://demo_agent:$pw@127.0.0.1:$PG_LISTEN/clinic?sslmode=require
+  Or:  source .run/demo.env && psql
+
+  Configuration: .run/demo/phigate.yaml    phigate's log: .run/demo/phigate.log
+  Stop everything:  make stop
+BANNER
+}
+
+stop() {
+  if pid=$(phigate_pid); then
+    echo -n "demo: stopping phigate (pid $pid) ... "
+    kill "$pid"
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    echo "stopped"
+  fi
+  "$REPO/scripts/stack.sh" stop
+}
+
+case ${1:-} in
+  start) start ;;
+  stop) stop ;;
+  status) if pid=$(phigate_pid); then echo "phigate running (pid $pid)"; else echo "phigate not running"; fi
+          "$REPO/scripts/stack.sh" status ;;
+  -h|--help) usage ;;
+  *) usage >&2; exit 2 ;;
+esac

@@ -1,0 +1,359 @@
+"""The integration harness: the stack's coordinates, phigate processes with their
+configuration files, and psql runners.  Fixtures wrapping these live in conftest.py;
+tests import constants and helpers from here (AGENT, AGENT_PASSWORD, clean_env, ...).
+"""
+
+import copy
+import json
+import os
+import re
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+AGENT = "agent1"                       # identity with every statement class allowed
+AGENT_PASSWORD = "agent-" + secrets.token_hex(12)
+OUTSIDER = "outsider"                  # identity whose role only has the bench upstream
+OUTSIDER_PASSWORD = "outsider-" + secrets.token_hex(12)
+
+# Statement classes, all allowed for the tester role: this suite checks the
+# protocol, not the policy engine (which gets its own suite).
+ALL_CLASSES = {c: "allow" for c in ("read", "write", "ddl", "privilege", "session", "export",
+                                   "procedural", "administrative")}
+
+SANITIZER_PATTERNS = re.compile(
+    r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|UndefinedBehaviorSanitizer|"
+    r"ThreadSanitizer|AddressSanitizer:DEADLYSIGNAL"
+)
+
+
+# ---------------------------------------------------------------------------
+# The stack
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Stack:
+    host: str
+    pg_port: int
+    user: str
+    password: str
+    sockdir: str
+    bindir: str
+    admin_user: str
+    env: dict
+
+    def conninfo(self, dbname="clinic", **extra):
+        parts = {"host": self.host, "port": self.pg_port, "user": self.user, "dbname": dbname,
+                 "sslmode": "disable"}
+        parts.update(extra)
+        return " ".join(f"{k}={v}" for k, v in parts.items())
+
+    def connect_kwargs(self, dbname="clinic", **extra):
+        kw = dict(host=self.host, port=self.pg_port, user=self.user, password=self.password,
+                  dbname=dbname, sslmode="disable", connect_timeout=10)
+        kw.update(extra)
+        return kw
+
+    def admin_sql(self, sql, dbname="postgres"):
+        """Run SQL as the superuser through the unix socket; returns stdout."""
+        out = subprocess.run([f"{self.bindir}/psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                              "-h", self.sockdir, "-p", str(self.pg_port), "-U", self.admin_user,
+                              "-d", dbname, "-c", sql],
+                             capture_output=True, text=True, timeout=60, env=clean_env())
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+
+def clean_env(**extra):
+    """The environment for client programs: no PG* variables leaking in from the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def stack_env_path():
+    if os.environ.get("PHIGATE_STACK_ENV"):
+        return Path(os.environ["PHIGATE_STACK_ENV"])
+    base = os.environ.get("PHIGATE_TEST_PORT_BASE", "57000")
+    name = "stack" if base == "55000" else f"stack-{base}"
+    return REPO / ".run" / name / "stack.env"
+
+
+def read_stack_env(path):
+    env = {}
+    for line in path.read_text().splitlines():
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+            key, value = words[1].split("=", 1)
+            env[key] = value
+    return env
+
+
+# ---------------------------------------------------------------------------
+# Binaries, TLS pair, verifiers
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Binaries:
+    phigate: Path
+    phigatectl: Path
+
+
+def scram_verifier(binaries, password):
+    out = subprocess.run([str(binaries.phigatectl), "scram-verifier", "--stdin"], input=password + "\n",
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    verifier = out.stdout.strip()
+    assert verifier.startswith("SCRAM-SHA-256$"), verifier
+    return verifier
+
+
+@dataclass
+class TlsPair:
+    cert: Path
+    key: Path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------
+# Configuration file
+# ---------------------------------------------------------------------------
+
+def to_yaml(value, indent=0):
+    """A small YAML writer (block style) so the config files stay readable when debugging."""
+    pad = "  " * indent
+    lines = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, dict) and v:
+                lines.append(f"{pad}{k}:")
+                lines.append(to_yaml(v, indent + 1))
+            else:
+                lines.append(f"{pad}{k}: {yaml_scalar(v)}")
+        return "\n".join(lines)
+    raise TypeError(value)
+
+
+def yaml_scalar(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(yaml_scalar(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{}"
+    return json.dumps(str(v))  # a double-quoted YAML string
+
+
+def deep_merge(base, override):
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+# ---------------------------------------------------------------------------
+# phigate processes
+# ---------------------------------------------------------------------------
+
+class Gateway:
+    """One phigate process with its own folder, config, log and stderr file."""
+
+    def __init__(self, workdir, binaries, stack, config):
+        self.workdir = Path(workdir)
+        self.binaries = binaries
+        self.stack = stack
+        self.config = config
+        self.port = config["listen"]["postgres"]["port"]
+        self.host = "127.0.0.1"
+        self.config_path = self.workdir / "phigate.yaml"
+        self.log_path = Path(config["phigate"]["log_file"])
+        self.stderr_path = self.workdir / "stderr.txt"
+        self.stdout_path = self.workdir / "stdout.txt"
+        self.proc = None
+        self.stopped = False
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self):
+        self.config_path.write_text(to_yaml(self.config) + "\n")
+        check = subprocess.run([str(self.binaries.phigate), "--check-config", str(self.config_path)],
+                               capture_output=True, text=True, timeout=30, env=gateway_env())
+        assert check.returncode == 0, f"config rejected:\n{check.stderr}\n{self.config_path.read_text()}"
+        self.proc = subprocess.Popen([str(self.binaries.phigate), "--config", str(self.config_path)],
+                                     stdin=subprocess.DEVNULL, stdout=open(self.stdout_path, "wb"),
+                                     stderr=open(self.stderr_path, "wb"), env=gateway_env(),
+                                     start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"phigate exited during startup with status {self.proc.returncode}:\n"
+                                     f"{self.diagnostics()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"phigate did not listen on {self.port} within 20 s:\n{self.diagnostics()}")
+
+    def stop(self):
+        """SIGTERM by pid, wait; returns a list of problems (empty when it exited cleanly)."""
+        if self.proc is None or self.stopped:
+            return []
+        self.stopped = True
+        problems = []
+        if self.proc.poll() is not None:
+            problems.append(f"phigate had already exited with status {self.proc.returncode}")
+        else:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                problems.append("phigate did not stop within 15 s of SIGTERM (killed)")
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            if self.proc.returncode != 0 and not problems:
+                problems.append(f"phigate exited with status {self.proc.returncode} after SIGTERM")
+        problems += self.sanitizer_problems()
+        return problems
+
+    def health_problems(self):
+        """Problems visible while it should be running."""
+        problems = []
+        if self.proc is not None and not self.stopped and self.proc.poll() is not None:
+            problems.append(f"phigate died (exit status {self.proc.returncode})")
+        return problems + self.sanitizer_problems()
+
+    def sanitizer_problems(self):
+        text = self.stderr()
+        if SANITIZER_PATTERNS.search(text):
+            return ["sanitizer report in phigate's stderr"]
+        return []
+
+    def stderr(self):
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def diagnostics(self, lines=40):
+        def tail(text):
+            return "\n".join(text.splitlines()[-lines:])
+        return (f"--- {self.stderr_path} (tail)\n{tail(self.stderr())}\n"
+                f"--- {self.log_path} (tail)\n{tail(self.log())}\n--- config {self.config_path}")
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def rss_kb(self):
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    # -- clients ---------------------------------------------------------------
+    def conninfo(self, dbname="clinic", user=AGENT, **extra):
+        parts = {"host": self.host, "port": self.port, "user": user, "dbname": dbname, "sslmode": "prefer"}
+        parts.update(extra)
+        return " ".join(f"{k}={v}" for k, v in parts.items())
+
+    def connect_kwargs(self, dbname="clinic", user=AGENT, password=AGENT_PASSWORD, **extra):
+        kw = dict(host=self.host, port=self.port, user=user, password=password, dbname=dbname,
+                  sslmode="prefer", connect_timeout=10)
+        kw.update(extra)
+        return kw
+
+
+def gateway_env():
+    env = clean_env()
+    # Sanitizer builds (make asan): report leaks, and make any report fatal and visible.
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    return env
+
+
+_running = []  # every Gateway started and not yet stopped
+
+
+def default_config(workdir, stack, tls_pair, secret_file, verifiers, port):
+    """The configuration most tests use: upstreams clinic and bench on the stack's PostgreSQL,
+    'nowhere' on a port where nothing listens, TLS offered (not required)."""
+    upstream = {"protocol": "postgres", "host": stack.host, "port": stack.pg_port, "user": stack.user,
+                "password_file": str(secret_file), "tls": "disable"}
+    return {
+        "phigate": {"log_level": "info", "log_file": str(workdir / "phigate.log"),
+                    "pid_file": str(workdir / "phigate.pid")},
+        "listen": {"postgres": {"address": "127.0.0.1", "port": port}},
+        "tls": {"cert_file": str(tls_pair.cert), "key_file": str(tls_pair.key), "require": False},
+        "limits": {"max_message_bytes": "16MB", "max_startup_bytes": 10000, "max_clients": 1000,
+                   "client_buffer_bytes": "1MB", "auth_timeout_ms": 15000},
+        "upstreams": {
+            "clinic": dict(upstream, database="clinic"),
+            "bench": dict(upstream, database="bench"),
+            "nowhere": dict(upstream, database="clinic", port=free_port(), connect_timeout_ms=3000),
+        },
+        "roles": {
+            "tester": {"upstreams": ["clinic", "bench", "nowhere"], "classes": dict(ALL_CLASSES)},
+            "bench_only": {"upstreams": ["bench"]},
+        },
+        "identities": {
+            AGENT: {"scram": verifiers[AGENT], "role": "tester"},
+            OUTSIDER: {"scram": verifiers[OUTSIDER], "role": "bench_only"},
+        },
+    }
+
+
+def stop_and_check(gw):
+    problems = gw.stop()
+    if gw in _running:
+        _running.remove(gw)
+    if problems:
+        pytest.fail("; ".join(problems) + "\n" + gw.diagnostics(), pytrace=False)
+
+
+# ---------------------------------------------------------------------------
+# psql
+# ---------------------------------------------------------------------------
+
+@dataclass
+class PsqlResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_psql(bindir, conninfo, password, sql=None, stdin=None, args=(), timeout=120, cwd=None):
+    cmd = [f"{bindir}/psql", "-X", "-A", "-t", "-d", conninfo, *args]
+    if sql is not None:
+        cmd += ["-c", sql]
+    out = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout,
+                         env=clean_env(PGPASSWORD=password, PGCONNECT_TIMEOUT=10), cwd=cwd)
+    return PsqlResult(out.returncode, out.stdout, out.stderr)
+
+
