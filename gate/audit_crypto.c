@@ -14,6 +14,8 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
+/* OpenSSL keeps errors on a per-thread queue: take the first for the message
+ * and clear the rest so a later, unrelated failure is not misreported. */
 static void set_err(char *err, size_t errlen, const char *what, const char *path)
 {
     unsigned long e = ERR_get_error();
@@ -26,6 +28,8 @@ static void set_err(char *err, size_t errlen, const char *what, const char *path
                  e ? ": " : "", ossl);
 }
 
+/* EVP_Digest allocates a context per call; fine for verify and tools.  The
+ * fronts hash results incrementally with audit_digest instead. */
 bool audit_sha256(const void *p, size_t n, uint8_t out[AUDIT_SHA256_LEN])
 {
     unsigned int len = 0;
@@ -139,6 +143,8 @@ static bool write_pem(const char *path, EVP_PKEY *k, bool private_key, char *err
     return true;
 }
 
+/* Private key first: if the public half cannot be written, the private one
+ * is removed again, so a directory never holds half a key pair. */
 bool audit_key_generate(const char *dir, char *err, size_t errlen)
 {
     char priv[4096], pub[4096];
@@ -165,6 +171,8 @@ bool audit_key_generate(const char *dir, char *err, size_t errlen)
     return ok;
 }
 
+/* An RSA or EC key in the right file would sign fine and verify nowhere:
+ * refuse anything but Ed25519 at load. */
 static EVP_PKEY *check_ed25519(EVP_PKEY *k, const char *path, char *err, size_t errlen)
 {
     if (k && EVP_PKEY_get_id(k) != EVP_PKEY_ED25519) {
@@ -216,6 +224,7 @@ EVP_PKEY *audit_key_load_public(const char *path, char *err, size_t errlen)
     return check_ed25519(k, path, err, errlen);
 }
 
+/* For the key the genesis record embeds (verify without --pubkey). */
 EVP_PKEY *audit_key_from_raw(const uint8_t raw[AUDIT_PUBKEY_LEN])
 {
     return EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, raw, AUDIT_PUBKEY_LEN);
@@ -227,6 +236,8 @@ bool audit_key_raw(EVP_PKEY *k, uint8_t raw[AUDIT_PUBKEY_LEN])
     return EVP_PKEY_get_raw_public_key(k, raw, &len) == 1 && len == AUDIT_PUBKEY_LEN;
 }
 
+/* Over the raw 32 bytes, not the DER wrapping, so the fingerprint does not
+ * depend on how a tool encodes the key. */
 bool audit_key_fingerprint(EVP_PKEY *k, char out[AUDIT_FPR_LEN])
 {
     uint8_t raw[AUDIT_PUBKEY_LEN], h[AUDIT_SHA256_LEN];
@@ -261,6 +272,9 @@ bool audit_sig_valid(EVP_PKEY *k, const void *msg, size_t n, const uint8_t sig[A
     return ok;
 }
 
+/* A versioned, line-based text rather than the checkpoint line itself: the
+ * signature cannot sign its own line, and a domain prefix keeps the key from
+ * signing anything that could be mistaken for another protocol. */
 size_t audit_checkpoint_message(char *buf, size_t cap, const char *log_id, uint64_t seq,
                                 const char *ts, const char *prev_hex)
 {

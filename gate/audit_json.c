@@ -12,6 +12,8 @@
 
 /* ---- buffer ----------------------------------------------------------- */
 
+/* Room for extra bytes plus the terminating NUL; doubling keeps appends
+ * amortised O(1) for multi-megabyte statements. */
 static bool buf_reserve(audit_buf *b, size_t extra)
 {
     if (b->oom)
@@ -20,7 +22,7 @@ static bool buf_reserve(audit_buf *b, size_t extra)
         return true;
     size_t cap = b->cap ? b->cap : 256;
     while (cap - b->len <= extra) {
-        if (cap > SIZE_MAX / 2) {
+        if (cap > SIZE_MAX / 2) { /* the doubling itself would overflow */
             b->oom = true;
             return false;
         }
@@ -66,6 +68,7 @@ void audit_buf_printf(audit_buf *b, const char *fmt, ...)
         b->oom = true;
         return;
     }
+    /* Most formatted pieces are short: one vsnprintf, no second pass. */
     if ((size_t)n < sizeof small) {
         audit_buf_put(b, small, (size_t)n);
         return;
@@ -169,6 +172,7 @@ static void put_escaped(audit_buf *b, const uint8_t *s, size_t n)
     audit_buf_put(b, s + run, n - run);
 }
 
+/* Standard alphabet with padding (RFC 4648 section 4), what every tool decodes. */
 static void put_base64(audit_buf *b, const uint8_t *s, size_t n)
 {
     static const char T[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -184,6 +188,8 @@ static void put_base64(audit_buf *b, const uint8_t *s, size_t n)
     }
 }
 
+/* One validation pass decides the shape; escaping is a second pass because
+ * the shape (string or object) must be known before the first byte goes out. */
 void audit_buf_json_str(audit_buf *b, const void *p, size_t n)
 {
     const uint8_t *s = p;
@@ -245,6 +251,8 @@ struct aj_chunk {
     max_align_t data[];
 };
 
+/* Bump allocation, max_align_t aligned; an oversized request gets a chunk of
+ * its own so one huge string does not waste a standard chunk. */
 static void *arena_alloc(aj_arena *a, size_t n)
 {
     n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
@@ -311,6 +319,8 @@ static void skip_ws(aj_parser *ps)
         ps->p++;
 }
 
+/* Recursive descent; depth is bounded (AJ_MAX_DEPTH) because the tools may be
+ * pointed at files nobody vouches for. */
 static bool parse_value(aj_parser *ps, aj_value *v, int depth);
 
 static int hexval(char c)
@@ -424,7 +434,7 @@ static bool parse_string(aj_parser *ps, const char **out, size_t *outlen)
             return fail(ps, "control character in string");
         if (c == '\\') {
             ps->p++;
-            size_t l;
+            size_t l = 0;
             if (!read_escape(ps, o + n, &l))
                 return false;
             n += l;
@@ -449,6 +459,8 @@ static bool is_digit(const aj_parser *ps)
     return ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9';
 }
 
+/* RFC 8259 number grammar only (no leading zeros, no "+1", no ".5"): the
+ * text is kept, and aj_get_u64 converts exactly, never through a double. */
 static bool parse_number(aj_parser *ps, aj_value *v)
 {
     const char *s = ps->p;
@@ -593,6 +605,8 @@ bool aj_parse(aj_arena *a, const char *p, size_t n, aj_value **out, char *err, s
 
 /* ---- access ----------------------------------------------------------- */
 
+/* Linear: records have a dozen members.  The first match wins on a
+ * duplicate key, which our writer never produces. */
 const aj_value *aj_get(const aj_value *obj, const char *key)
 {
     if (!obj || obj->type != AJ_OBJECT)

@@ -340,7 +340,10 @@ static bool rotate(audit_log *l)
     if (!create_file(l, l->file_no + 1, "file_start", prev))
         return false;
     stat_bump(l, &l->stats.rotations);
-    say(l, AUDIT_MSG_INFO, "rotated %s -> " AUDIT_FILE_FMT, prev, l->file_no);
+    char head[2 * AUDIT_SHA256_LEN + 1];
+    audit_hex(l->head, sizeof l->head, head);
+    say(l, AUDIT_MSG_INFO, "rotated %s -> " AUDIT_FILE_FMT " at seq %" PRIu64 ", head %s", prev, l->file_no,
+        l->next_seq - 1, head);
     return true;
 }
 
@@ -507,8 +510,12 @@ static void write_close_records(audit_log *l)
     audit_buf_printf(&b, "\"type\":\"log_close\",\"records\":%" PRIu64, l->run_records);
     emit_buf(l, &b);
     emit_checkpoint(l);
+    char head[2 * AUDIT_SHA256_LEN + 1];
+    audit_hex(l->head, sizeof l->head, head);
+    /* The head in phigate's own log is an anchor outside the audit files:
+     * it exposes whole files cut off the end, which the chain alone cannot. */
     if (flush(l))
-        say(l, AUDIT_MSG_INFO, "closed at seq %" PRIu64, l->next_seq - 1);
+        say(l, AUDIT_MSG_INFO, "closed at seq %" PRIu64 ", head %s", l->next_seq - 1, head);
 }
 
 static void *writer_main(void *arg)

@@ -17,6 +17,15 @@
  *   audit_rec_statement() ---append--> queue --> format, chain, write, fdatasync
  *   on_durable(arg, ok)  <--eventfd---- done list <--'
  *
+ * A front, per statement (the result is held until on_durable says ok):
+ *
+ *     audit_statement_info si = {.session = s->audit_sid, .stmt = ++s->nstmt, .received = sql,
+ *                                .received_len = len, .decision = "allow", ...};
+ *     audit_log_append(log, audit_rec_statement(&si), on_durable, s);
+ *     ...
+ *     static void on_durable(void *arg, bool ok) { ok ? release_result(arg)
+ *                                                     : refuse(arg, audit_log_failed_reason(log)); }
+ *
  * Records hold no PHI unless the caller puts it there: pass masked parameter
  * values and scrubbed error text.  The file format is in gate/AUDIT_FORMAT.md.
  */

@@ -25,6 +25,8 @@ uint32_t audit_file_number(const char *name)
     return n;
 }
 
+/* By number, not by name: audit-1000000.jsonl would sort before
+ * audit-999999.jsonl as text if a log ever grew that far. */
 static int cmp_by_number(const void *a, const void *b)
 {
     const char *x = strrchr(*(char *const *)a, '/') + 1, *y = strrchr(*(char *const *)b, '/') + 1;
@@ -85,6 +87,8 @@ bool audit_dir_list(const char *dir, char ***out, size_t *n, char *err, size_t e
 
 /* ---- line parsing ----------------------------------------------------- */
 
+/* The hash is taken first and over the raw bytes: even a line that fails to
+ * parse has a hash, which the diagnosis of the next line may need. */
 bool audit_line_parse(aj_arena *a, const audit_line *l, audit_parsed *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
@@ -121,6 +125,8 @@ struct audit_reader {
     bool has_err;
 };
 
+/* A directory stands for all its audit files in number order; a file stands
+ * for itself, in the order given (the caller states the chain order). */
 static bool add_arg(audit_reader *r, const char *p, size_t *cap)
 {
     struct stat st;
@@ -214,6 +220,7 @@ static bool map_file(audit_reader *r, size_t i)
     return true;
 }
 
+/* memchr over the mapping: no copy per line, so verify runs at hashing speed. */
 static void line_at(const audit_reader *r, size_t pos, uint64_t lineno, audit_line *out)
 {
     const char *s = r->map + pos;

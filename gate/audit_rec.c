@@ -6,6 +6,8 @@
 
 #include "gate/audit_internal.h"
 
+/* type first, session second: every reader finds them without a full parse
+ * and lines stay greppable ("type":"statement","session":"17-3"). */
 audit_rec *audit_rec_new(const char *type, const char *session)
 {
     audit_rec *r = calloc(1, sizeof *r);
@@ -28,6 +30,8 @@ void audit_rec_free(audit_rec *r)
 }
 
 /* Comma and key for the next member or element; false if the record is unusable. */
+/* Misuse (a key inside an array, none inside an object) marks the record
+ * rather than writing invalid JSON: the log would be unverifiable after it. */
 static bool member(audit_rec *r, const char *key)
 {
     if (!r || r->misuse || r->body.oom)
@@ -62,6 +66,8 @@ void audit_rec_str(audit_rec *r, const char *key, const char *s)
     audit_rec_bytes(r, key, s, s ? strlen(s) : 0);
 }
 
+/* Integers are written exactly; JSON readers that use doubles lose precision
+ * past 2^53, so counters that big should be strings (none are today). */
 void audit_rec_int(audit_rec *r, const char *key, int64_t v)
 {
     if (member(r, key))
@@ -80,6 +86,7 @@ void audit_rec_bool(audit_rec *r, const char *key, bool v)
         audit_buf_puts(&r->body, v ? "true" : "false");
 }
 
+/* Digests in lowercase hex: the same spelling as prev, one way to compare. */
 void audit_rec_hex(audit_rec *r, const char *key, const void *p, size_t n)
 {
     if (!member(r, key))
@@ -144,7 +151,7 @@ audit_rec *audit_rec_connect(const audit_connect_info *c)
     audit_rec *r = audit_rec_new("connect", c->session);
     audit_rec_str(r, "protocol", c->protocol);
     audit_rec_str(r, "client", c->client_addr);
-    audit_rec_str(r, "tls", c->tls_version);
+    audit_rec_str(r, "tls", c->tls_version); /* null, not absent: plaintext is a finding */
     audit_rec_str(r, "identity", c->identity);
     audit_rec_str(r, "auth", c->auth_method);
     opt_str(r, "database", c->database);
@@ -164,6 +171,8 @@ audit_rec *audit_rec_auth_failure(const audit_auth_failure_info *a)
     return r;
 }
 
+/* Positional, like $1..$n / ?: a NULL pointer is SQL NULL, distinct from an
+ * empty string.  Values arrive masked: this layer cannot know what is PHI. */
 static void statement_params(audit_rec *r, const audit_param *p, size_t n)
 {
     if (!p)
@@ -201,9 +210,9 @@ static void string_array(audit_rec *r, const char *key, const char *const *v, si
 audit_rec *audit_rec_statement(const audit_statement_info *s)
 {
     audit_rec *r = audit_rec_new("statement", s->session);
-    audit_rec_uint(r, "stmt", s->stmt);
+    audit_rec_uint(r, "stmt", s->stmt); /* joins the result and approval records */
     audit_rec_bytes(r, "text", s->received ? s->received : "", s->received_len);
-    audit_rec_bytes(r, "upstream", s->upstream, s->upstream_len);
+    audit_rec_bytes(r, "upstream", s->upstream, s->upstream_len); /* null: never reached the database */
     statement_params(r, s->params, s->nparams);
     audit_rec_str(r, "decision", s->decision);
     opt_str(r, "class", s->statement_class);
@@ -215,6 +224,8 @@ audit_rec *audit_rec_statement(const audit_statement_info *s)
     return r;
 }
 
+/* Both digests: agent_sha256 proves what the agent saw, db_sha256 what the
+ * database returned, so an auditor can tell masking from tampering. */
 audit_rec *audit_rec_result(const audit_result_info *x)
 {
     audit_rec *r = audit_rec_new("result", x->session);
@@ -232,7 +243,7 @@ audit_rec *audit_rec_result(const audit_result_info *x)
 audit_rec *audit_rec_approval(const audit_approval_info *a)
 {
     audit_rec *r = audit_rec_new("approval", a->session);
-    if (a->stmt)
+    if (a->stmt) /* 0: an approval event not tied to a statement (e.g. expiry) */
         audit_rec_uint(r, "stmt", a->stmt);
     audit_rec_str(r, "approval", a->approval_id);
     audit_rec_str(r, "event", a->event);
@@ -244,6 +255,7 @@ audit_rec *audit_rec_approval(const audit_approval_info *a)
 
 audit_rec *audit_rec_config_reload(bool ok, const char *path, const char *detail)
 {
+    /* No session: a reload changes the rules for every session at once. */
     audit_rec *r = audit_rec_new("config_reload", NULL);
     audit_rec_bool(r, "ok", ok);
     opt_str(r, "path", path);

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "gate/audit_read.h"
 
@@ -32,6 +33,7 @@ typedef struct {
     aj_arena arena, peek_arena;
     EVP_PKEY *key;
     bool own_key, started;
+    bool require_genesis; /* a directory is a whole log; explicit files may be a later part */
     uint64_t expect; /* seq the next line must have */
     uint8_t head[AUDIT_SHA256_LEN], head_before[AUDIT_SHA256_LEN];
     char prev_path[PATH_MAX]; /* where the last accepted line is */
@@ -106,6 +108,10 @@ static bool first_record(vstate *v, const audit_line *ln, const audit_parsed *p)
         return bad(v, ln->path, ln->lineno, p->seq, "the log does not begin with a genesis or file_start record");
     if (genesis && (p->seq != 0 || memcmp(p->prev, (uint8_t[AUDIT_SHA256_LEN]){0}, AUDIT_SHA256_LEN) != 0))
         return bad(v, ln->path, ln->lineno, p->seq, "genesis record must have seq 0 and a zero prev");
+    if (!genesis && v->require_genesis)
+        return bad(v, ln->path, ln->lineno, 0,
+                   "the log directory does not begin with its genesis record: files before %s were removed "
+                   "(give the remaining files explicitly to verify a pruned log)", ln->path);
     if (!genesis)
         warn(v, ln->path, ln->lineno,
              "chain starts at seq %" PRIu64 " (a later file): records before it were not given and are not checked",
@@ -282,7 +288,8 @@ static void progress(vstate *v)
 
 bool audit_verify(const char *const *paths, size_t n, const audit_verify_opts *o, audit_verify_result *res)
 {
-    vstate v = {.o = o, .res = res};
+    struct stat st;
+    vstate v = {.o = o, .res = res, .require_genesis = n && stat(paths[0], &st) == 0 && S_ISDIR(st.st_mode)};
     memset(res, 0, sizeof *res);
     res->ok = true;
     char err[512];

@@ -85,6 +85,15 @@ static const field_spec limit_fields[] = {
     FIELD(config, "idle_timeout_ms", F_INT, idle_timeout_ms, "0", false, 0, 86400000, NULL),
 };
 
+static const field_spec audit_fields[] = {
+    FIELD(config, "enabled", F_BOOL, audit_enabled, "true", false, 0, 0, NULL),
+    FIELD(config, "dir", F_STRING, audit_dir, NULL, false, 0, 0, NULL),
+    FIELD(config, "key_file", F_STRING, audit_key_file, NULL, false, 0, 0, NULL),
+    FIELD(config, "checkpoint_records", F_INT, audit_checkpoint_records, "1000", false, 1, 10000000, NULL),
+    FIELD(config, "checkpoint_ms", F_INT, audit_checkpoint_ms, "1000", false, 1, 3600000, NULL),
+    FIELD(config, "rotate_bytes", F_BYTES, audit_rotate_bytes, "64MB", false, 65536, 1099511627776LL, NULL),
+};
+
 static const field_spec upstream_fields[] = {
     FIELD(cfg_upstream, "protocol", F_STRING, protocol, "postgres", false, 0, 0, NULL),
     FIELD(cfg_upstream, "host", F_STRING, host, NULL, true, 0, 0, NULL),
@@ -495,7 +504,7 @@ static void check_references(cfg_ctx *c, config *cfg, const yaml_node_t *root)
 
 static void load_root(cfg_ctx *c, config *cfg, yaml_node_t *root)
 {
-    static const char *const sections[] = {"phigate", "listen", "tls", "limits", "upstreams", "roles",
+    static const char *const sections[] = {"phigate", "listen", "tls", "limits", "audit", "upstreams", "roles",
                                            "identities", NULL};
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
         yaml_node_t *k = node_at(c, p->key);
@@ -517,6 +526,13 @@ static void load_root(cfg_ctx *c, config *cfg, yaml_node_t *root)
         apply_mapping(c, n, tls_fields, NFIELDS(tls_fields), cfg, "tls");
     if ((n = map_get(c, root, "limits")))
         apply_mapping(c, n, limit_fields, NFIELDS(limit_fields), cfg, "limits");
+    if ((n = map_get(c, root, "audit")))
+        apply_mapping(c, n, audit_fields, NFIELDS(audit_fields), cfg, "audit");
+    /* The audit log is on unless switched off by name: no silent "no evidence". */
+    if (cfg->audit_enabled && (!cfg->audit_dir || !cfg->audit_key_file))
+        cfg_error(c->err, n ? n : root,
+                  "audit: dir and key_file are required (phigatectl audit keygen makes a key), "
+                  "or set audit.enabled: false");
     cfg->upstreams = load_named(c, map_get(c, root, "upstreams"), "upstreams", sizeof(cfg_upstream),
                                 &cfg->nupstreams, upstream_cb);
     cfg->roles = load_named(c, map_get(c, root, "roles"), "roles", sizeof(cfg_role), &cfg->nroles, role_cb);
@@ -553,6 +569,7 @@ config *config_load(const char *path, char *errors, size_t errlen)
     apply_defaults(&c, pg_listener_fields, NFIELDS(pg_listener_fields), cfg);
     apply_defaults(&c, tls_fields, NFIELDS(tls_fields), cfg);
     apply_defaults(&c, limit_fields, NFIELDS(limit_fields), cfg);
+    apply_defaults(&c, audit_fields, NFIELDS(audit_fields), cfg);
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (!root || root->type != YAML_MAPPING_NODE)
         cfg_error(&err, root, "the configuration must be a mapping of sections");
@@ -608,6 +625,7 @@ void config_free(config *cfg)
     free(cfg->upstreams), free(cfg->roles), free(cfg->identities);
     free(cfg->path), free(cfg->log_file), free(cfg->pid_file), free(cfg->masking_rules_dir);
     free(cfg->pg_address), free(cfg->tls_cert_file), free(cfg->tls_key_file);
+    free(cfg->audit_dir), free(cfg->audit_key_file);
     free(cfg);
 }
 

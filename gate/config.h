@@ -74,6 +74,13 @@ typedef struct config {
     int64_t client_buffer_bytes;
     int auth_timeout_ms;
     int idle_timeout_ms;
+    /* audit log */
+    bool audit_enabled;
+    char *audit_dir;
+    char *audit_key_file;
+    int audit_checkpoint_records;
+    int audit_checkpoint_ms;
+    int64_t audit_rotate_bytes;
 
     cfg_upstream *upstreams;
     size_t nupstreams;

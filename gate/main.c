@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "gate/audit_log.h"
 #include "gate/config.h"
 #include "gate/log.h"
 #include "pgfront/pg_front.h"
@@ -57,6 +58,19 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     log_warn("SIGHUP: configuration reload is not supported by this version; restart phigate to apply changes");
 }
 
+static audit_log *open_audit(const config *cfg, struct event_base *base, char *err, size_t errlen)
+{
+    audit_log_opts o = {
+        .dir = cfg->audit_dir,
+        .key_path = cfg->audit_key_file,
+        .base = base,
+        .checkpoint_records = (uint32_t)cfg->audit_checkpoint_records,
+        .checkpoint_ms = (uint32_t)cfg->audit_checkpoint_ms,
+        .rotate_bytes = (uint64_t)cfg->audit_rotate_bytes,
+    };
+    return audit_log_open(&o, err, errlen);
+}
+
 static bool write_pid_file(const char *path)
 {
     FILE *f = fopen(path, "w");
@@ -84,10 +98,22 @@ static int run(const char *path)
     signal(SIGPIPE, SIG_IGN);
     struct event_base *base = event_base_new();
     char err[512];
-    pg_server *pg = pg_server_new(base, cfg, err, sizeof err);
+    audit_log *audit = NULL;
+    if (cfg->audit_enabled && !(audit = open_audit(cfg, base, err, sizeof err))) {
+        log_error("cannot open the audit log: %s", err);
+        fprintf(stderr, "phigate: not starting without its audit log: %s\n", err);
+        event_base_free(base);
+        config_free(cfg);
+        return 1;
+    }
+    if (!audit)
+        log_warn("audit log disabled by configuration (audit.enabled: false): statements are not recorded");
+    pg_server *pg = pg_server_new(base, cfg, audit, err, sizeof err);
     if (!pg) {
         log_error("cannot start pgfront: %s", err);
         fprintf(stderr, "phigate: cannot start pgfront: %s\n", err);
+        if (audit)
+            audit_log_close(audit);
         event_base_free(base);
         config_free(cfg);
         return 1;
@@ -101,6 +127,9 @@ static int run(const char *path)
     log_info("phigate %s started (pid %ld)", PHIGATE_VERSION, (long)getpid());
     event_base_dispatch(base);
     log_info("phigate stopped with %zu sessions open", pg_server_session_count(pg));
+    pg_server_shutdown(pg);
+    if (audit)
+        audit_log_close(audit);
     pg_server_free(pg);
     event_free(sigterm), event_free(sigint), event_free(sighup);
     event_base_free(base);

@@ -24,6 +24,7 @@
 #include "gate/conn.h"
 #include "gate/log.h"
 #include "gate/tls.h"
+#include "pgfront/pg_audit.h"
 #include "pgfront/pg_session.h"
 
 #define AUTH_MAX_MESSAGE 4096 /* SASL messages are small; refuse anything larger before reading it */
@@ -188,6 +189,7 @@ static void fail_auth(pg_session *s, const char *why)
 {
     char msg[160];
     pg_session_log(s, LOG_LEVEL_INFO, "authentication failed: %s", why);
+    pg_audit_auth_failure(s, why);
     snprintf(msg, sizeof msg, "password authentication failed for user \"%.64s\"", s->user);
     pg_session_fail(s, "28P01", msg, NULL);
 }
@@ -238,6 +240,7 @@ static void handle_sasl_final(pg_session *s, const uint8_t *body, size_t len)
     pg_put_auth(o, 0, NULL, 0);
     pg_session_log(s, LOG_LEVEL_INFO, "authenticated with SCRAM-SHA-256%s%s", s->scram.use_plus ? "-PLUS" : "",
                    s->client_tls ? " over TLS" : "");
+    s->scram_method = s->scram.use_plus ? "scram-sha-256-plus" : "scram-sha-256";
     OPENSSL_cleanse(&s->scram, sizeof s->scram);
     pg_session_set_state(s, PGC_CONNECTING);
     pg_upstream_start(s);

@@ -10,10 +10,16 @@
 
 struct event_base;
 struct config;
+struct audit_log;
 
 typedef struct pg_server pg_server;
 
-pg_server *pg_server_new(struct event_base *base, const struct config *cfg, char *err, size_t errlen);
+/* audit may be NULL (audit.enabled: false). */
+pg_server *pg_server_new(struct event_base *base, const struct config *cfg, struct audit_log *audit, char *err,
+                         size_t errlen);
+/* Close every session (their disconnect records are appended); then close the
+ * audit log, then pg_server_free, which frees them. */
+void pg_server_shutdown(pg_server *srv);
 void pg_server_free(pg_server *srv);
 size_t pg_server_session_count(const pg_server *srv);
 

@@ -24,6 +24,8 @@
 
 #include "gate/conn.h"
 #include "gate/log.h"
+#include "pgfront/pg_audit.h"
+#include "pgfront/pg_policy.h"
 #include "pgfront/pg_session.h"
 
 #define UPSTREAM_MAX_MESSAGE 0x40000000u /* PostgreSQL's own limit on a message (1 GB) */
@@ -44,6 +46,7 @@ void pg_relay_start(pg_session *s)
     pg_put_ready(out, 'I');
     event_del(s->timer);
     pg_session_set_state(s, PGC_ACTIVE);
+    pg_audit_connect(s);
     /* Wake the paused side when its peer's output has drained to half the limit. */
     conn_set_low_watermark(s->client, buffer_limit(s) / 2);
     conn_set_low_watermark(s->upstream, buffer_limit(s) / 2);
@@ -60,6 +63,10 @@ void pg_relay_free(pg_session *s)
         s->subst_head = n;
     }
     s->subst_tail = NULL;
+    pg_policy_session_free(s);
+    if (s->engine)
+        sqlp_engine_unref(s->engine);
+    s->engine = NULL;
 }
 
 /* ---- refusals --------------------------------------------------------------- */
@@ -87,7 +94,7 @@ static void pop_substitution(pg_session *s)
 }
 
 /* Replace the client's message (type, total bytes at the head of in) with a stand-in. */
-static void refuse_message(pg_session *s, char type, uint32_t total, const char *sqlstate, const char *message)
+void pg_relay_refuse(pg_session *s, char type, uint32_t total, const char *sqlstate, const char *message)
 {
     struct evbuffer *in = conn_input(s->client);
     struct evbuffer *up = conn_output(s->upstream);
@@ -137,13 +144,22 @@ void pg_relay_upstream_drained(pg_session *s)
 /* What to do with one client message: forward it in the run, or stop the run. */
 typedef enum { FWD_RUN, FWD_SPECIAL, FWD_PROTOCOL_ERROR } fwd_kind;
 
-static fwd_kind classify_client(pg_session *s, char type)
+static fwd_kind classify_client(pg_session *s, char type, struct evbuffer *in, const struct evbuffer_ptr *at,
+                                uint32_t total)
 {
     switch (type) {
-    case 'Q':
     case 'S':
         s->syncs_sent++;
         return FWD_RUN;
+    case 'B':
+        pg_policy_note_bind(s, in, at, total);
+        pg_audit_bind(s, in, at, total);
+        return FWD_RUN;
+    case 'E':
+        pg_audit_execute(s, in, at, total);
+        return FWD_RUN;
+    case 'Q': /* statements go through the policy engine */
+    case 'P':
     case 'X':
     case 'F':
         return FWD_SPECIAL;
@@ -160,8 +176,17 @@ static void client_special(pg_session *s, char type, uint32_t total)
         pg_session_close(s, "client sent Terminate");
         return;
     }
-    /* FunctionCall bypasses SQL and so the policy engine: refuse it. */
-    refuse_message(s, type, total, "0A000", "phigate refuses FunctionCall messages: call functions through SQL");
+    if (type == 'F') {
+        /* FunctionCall bypasses SQL and so the policy engine: refuse it. */
+        pg_relay_refuse(s, type, total, "0A000", "phigate refuses FunctionCall messages: call functions through SQL");
+        return;
+    }
+    pg_policy_action action = pg_policy_client_message(s, type, total);
+    if (action == PG_POLICY_FORWARD)
+        evbuffer_remove_buffer(conn_input(s->client), conn_output(s->upstream), total);
+    /* A Query is a batch of its own, whatever became of it (refusals count their stand-in). */
+    if (type == 'Q' && (action == PG_POLICY_FORWARD || action == PG_POLICY_REPLACED))
+        s->syncs_sent++;
 }
 
 void pg_relay_client_data(pg_session *s)
@@ -191,7 +216,7 @@ void pg_relay_client_data(pg_session *s)
             /* A message is classified once, when it is complete. */
             if (avail - run < total)
                 break;
-            kind = classify_client(s, type);
+            kind = classify_client(s, type, in, &pos, total);
             if (kind != FWD_RUN)
                 break;
             run += total;
@@ -220,7 +245,8 @@ void pg_relay_client_drained(pg_session *s)
     if (!s->upstream_paused)
         return;
     s->upstream_paused = false;
-    conn_read_enable(s->upstream);
+    if (!s->audit_held)
+        conn_read_enable(s->upstream);
     pg_relay_upstream_data(s);
 }
 
@@ -268,11 +294,35 @@ static bool upstream_type_allowed(char type)
     return pg_backend_type_known(type) && type != 'R' && type != 'K';
 }
 
+/* While waiting for the audit log, stop reading once a buffer's worth is held. */
+static void hold_for_audit(pg_session *s, struct evbuffer *in)
+{
+    if (evbuffer_get_length(in) > buffer_limit(s) && !s->audit_held) {
+        conn_read_disable(s->upstream);
+        s->audit_held = true;
+    }
+}
+
+void pg_relay_audit_released(pg_session *s)
+{
+    if (s->audit_held) {
+        s->audit_held = false;
+        if (!s->upstream_paused)
+            conn_read_enable(s->upstream);
+    }
+    pg_relay_upstream_data(s);
+}
+
 void pg_relay_upstream_data(pg_session *s)
 {
     struct evbuffer *in = conn_input(s->upstream);
     struct evbuffer *out = conn_output(s->client);
     while (s->state == PGC_ACTIVE && !s->upstream_paused) {
+        if (s->audit_pending > 0) {
+            /* Results wait for their statement records to be durable. */
+            hold_for_audit(s, in);
+            return;
+        }
         size_t avail = evbuffer_get_length(in), run = 0;
         struct evbuffer_ptr pos;
         evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
@@ -291,10 +341,11 @@ void pg_relay_upstream_data(pg_session *s)
             }
             if (avail - run < total)
                 break;
-            if (type == 'E' && s->subst_head) {
+            if ((type == 'E' && s->subst_head) || pg_policy_server_needs_look(s, type)) {
                 special = true;
                 break;
             }
+            pg_audit_server_message(s, type, in, &pos, total);
             if (type == 'Z')
                 on_ready_for_query(s, total > PG_HEADER_LEN ? (char)hdr[PG_HEADER_LEN] : 'I');
             run += total;
@@ -303,8 +354,15 @@ void pg_relay_upstream_data(pg_session *s)
         if (run)
             evbuffer_remove_buffer(in, out, run);
         if (special) {
-            if (!substitute_error(s, in, total))
+            size_t before = evbuffer_get_length(out);
+            pg_audit_db_bytes(s, type, in, total);
+            if (type == 'E' && substitute_error(s, in, total))
+                ;
+            else if (pg_policy_server_needs_look(s, type))
+                pg_policy_server_message(s, type, total, in, out);
+            else
                 evbuffer_remove_buffer(in, out, total);
+            pg_audit_agent_bytes(s, out, before);
         } else if (run == 0) {
             break;
         }

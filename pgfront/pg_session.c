@@ -21,6 +21,8 @@
 #include "gate/conn.h"
 #include "gate/log.h"
 #include "gate/tls.h"
+#include "pgfront/pg_audit.h"
+#include "pgfront/pg_policy.h"
 
 struct pg_server {
     struct event_base *base;
@@ -29,9 +31,12 @@ struct pg_server {
     SSL_CTX **upstream_tls;              /* one per upstream, NULL when TLS is off */
     struct sockaddr_storage *upstream_addr;
     socklen_t *upstream_addrlen;
+    sqlp_engine **engines;               /* per upstream; NULL until its catalog loads */
     struct evconnlistener *listener;
     struct event *reaper;
+    struct audit_log *audit;
     pg_session *dead;
+    pg_session *all;
     size_t nsessions;
     uint64_t next_id;
     uint8_t mock_secret[32];
@@ -57,6 +62,35 @@ const uint8_t *pg_server_mock_secret(const pg_server *srv) { return srv->mock_se
 size_t pg_server_session_count(const pg_server *srv) { return srv->nsessions; }
 
 SSL_CTX *pg_server_upstream_tls(const pg_server *srv, int i) { return srv->upstream_tls[i]; }
+
+/* The engine for an upstream, loaded now if the start could not (upstream down
+ * then).  Blocking, but only until one load succeeds.  NULL: refuse the session. */
+sqlp_engine *pg_server_engine(pg_server *srv, int i, char *err, size_t errlen)
+{
+    if (!srv->engines[i]) {
+        srv->engines[i] = pg_policy_load_engine(srv->cfg, &srv->cfg->upstreams[i], err, errlen);
+        if (!srv->engines[i])
+            return NULL;
+        log_info("policy catalog of upstream %s loaded", srv->cfg->upstreams[i].name);
+    }
+    sqlp_engine_ref(srv->engines[i]);
+    return srv->engines[i];
+}
+
+static void load_engines(pg_server *srv)
+{
+    srv->engines = calloc(srv->cfg->nupstreams ? srv->cfg->nupstreams : 1, sizeof *srv->engines);
+    for (size_t i = 0; i < srv->cfg->nupstreams; i++) {
+        if (strcmp(srv->cfg->upstreams[i].protocol, "postgres") != 0)
+            continue;
+        char err[512];
+        sqlp_engine *e = pg_server_engine(srv, (int)i, err, sizeof err);
+        if (e)
+            sqlp_engine_unref(e);
+        else
+            log_error("%s; sessions for it are refused until it loads", err);
+    }
+}
 
 bool pg_server_upstream_addr(const pg_server *srv, int i, struct sockaddr_storage *ss, socklen_t *len)
 {
@@ -98,8 +132,15 @@ void pg_session_set_ustate(pg_session *s, pgu_state st)
 
 static void session_free(pg_session *s)
 {
+    if (s->all_prev)
+        s->all_prev->all_next = s->all_next;
+    else
+        s->server->all = s->all_next;
+    if (s->all_next)
+        s->all_next->all_prev = s->all_prev;
     pg_cancel_unregister(s);
     pg_relay_free(s);
+    pg_audit_session_free(s);
     if (s->timer)
         event_free(s->timer);
     conn_free(s->client);
@@ -119,8 +160,17 @@ static void reaper_cb(evutil_socket_t fd, short what, void *arg)
     while (srv->dead) {
         pg_session *s = srv->dead;
         srv->dead = s->next_dead;
-        session_free(s);
+        /* Durable-callbacks still to come point at it: freed when the last one runs. */
+        if (s->audit_pending == 0)
+            session_free(s);
     }
+}
+
+void pg_session_requeue_free(pg_session *s)
+{
+    s->next_dead = s->server->dead;
+    s->server->dead = s;
+    event_active(s->server->reaper, EV_TIMEOUT, 0);
 }
 
 void pg_session_close(pg_session *s, const char *why)
@@ -128,6 +178,7 @@ void pg_session_close(pg_session *s, const char *why)
     if (s->state == PGC_DEAD)
         return;
     pg_session_log(s, LOG_LEVEL_INFO, "closing: %s", why);
+    pg_audit_disconnect(s, why);
     pg_session_set_state(s, PGC_DEAD);
     if (s->client)
         conn_read_disable(s->client);
@@ -316,6 +367,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     snprintf(s->prefix, sizeof s->prefix, "pg#%llu %s", (unsigned long long)s->id, s->client_addr);
     s->client = conn_new(srv->base, fd);
     s->timer = evtimer_new(srv->base, timer_cb, s);
+    s->all_next = srv->all;
+    if (srv->all)
+        srv->all->all_prev = s;
+    srv->all = s;
     srv->nsessions++;
     pg_session_log(s, LOG_LEVEL_DEBUG, "accepted");
     pg_session_client_callbacks(s);
@@ -360,10 +415,12 @@ static bool resolve_upstreams(pg_server *srv, char *err, size_t errlen)
     return true;
 }
 
-pg_server *pg_server_new(struct event_base *base, const config *cfg, char *err, size_t errlen)
+pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
+                         size_t errlen)
 {
     pg_server *srv = calloc(1, sizeof *srv);
     srv->base = base;
+    srv->audit = audit;
     srv->cfg = cfg;
     if (RAND_bytes(srv->mock_secret, sizeof srv->mock_secret) != 1) {
         snprintf(err, errlen, "no randomness for the mock-authentication secret");
@@ -378,6 +435,7 @@ pg_server *pg_server_new(struct event_base *base, const config *cfg, char *err, 
         pg_server_free(srv);
         return NULL;
     }
+    load_engines(srv);
     struct sockaddr_storage ss;
     int sslen = sizeof ss;
     char addr[128];
@@ -401,6 +459,17 @@ pg_server *pg_server_new(struct event_base *base, const config *cfg, char *err, 
 }
 
 SSL_CTX *pg_server_tls_ctx(const pg_server *srv) { return srv->tls_ctx; }
+struct audit_log *pg_server_audit(const pg_server *srv) { return srv->audit; }
+
+void pg_server_shutdown(pg_server *srv)
+{
+    for (pg_session *s = srv->all; s; s = s->all_next)
+        pg_session_close(s, "phigate is shutting down");
+    if (srv->listener) {
+        evconnlistener_free(srv->listener);
+        srv->listener = NULL;
+    }
+}
 
 void pg_server_free(pg_server *srv)
 {
@@ -416,6 +485,10 @@ void pg_server_free(pg_server *srv)
         if (srv->upstream_tls[i])
             SSL_CTX_free(srv->upstream_tls[i]);
     free(srv->upstream_tls);
+    for (size_t i = 0; srv->engines && i < srv->cfg->nupstreams; i++)
+        if (srv->engines[i])
+            sqlp_engine_unref(srv->engines[i]);
+    free(srv->engines);
     free(srv->upstream_addr);
     free(srv->upstream_addrlen);
     if (srv->tls_ctx)

@@ -66,6 +66,7 @@ typedef struct pg_session {
     pg_server *server;
     struct pg_session *next_dead;
     struct pg_session *cancel_next; /* chain in the cancel-key table */
+    struct pg_session *all_next, *all_prev; /* every live session, for shutdown */
     uint64_t id;
     char prefix[192]; /* log prefix: "pg#<id> <addr> <identity>" */
     char client_addr[64];
@@ -101,6 +102,18 @@ typedef struct pg_session {
     uint64_t syncs_done;   /* ReadyForQuery received */
     pg_substitution *subst_head, *subst_tail;
     char txn_status;
+    uint64_t scrub_through; /* scrub Error/Notice text while answering batches up to this one */
+    struct sqlp_engine *engine;
+    struct pg_policy_state *policy;
+    struct sqlp_session *sqlsession; /* PREPARE / DECLARE names the engine saw */
+    /* audit */
+    struct pg_audit_state *audit;
+    char audit_session[48];
+    int audit_pending;     /* statement records not yet durable: results wait for them */
+    uint64_t statements;   /* statements recorded in this session */
+    uint64_t opened_ns;
+    const char *scram_method;
+    bool audit_held;       /* stopped reading upstream: results wait for the audit log */
     bool upstream_paused;  /* stopped reading upstream: client output is full */
     bool client_paused;    /* stopped reading client: upstream output is full */
 } pg_session;
@@ -133,6 +146,8 @@ void pg_relay_upstream_data(pg_session *s);
 void pg_relay_client_drained(pg_session *s);
 void pg_relay_upstream_drained(pg_session *s);
 void pg_relay_free(pg_session *s);
+void pg_relay_audit_released(pg_session *s);
+void pg_relay_refuse(pg_session *s, char type, uint32_t total, const char *sqlstate, const char *message);
 
 /* pg_cancel.c */
 void pg_cancel_register(pg_session *s);
@@ -146,4 +161,7 @@ void pg_session_client_callbacks(pg_session *s);
 void pg_session_upstream_callbacks(pg_session *s);
 void pg_session_flush(pg_session *s);
 SSL_CTX *pg_server_tls_ctx(const pg_server *srv);
+struct audit_log *pg_server_audit(const pg_server *srv);
+void pg_session_requeue_free(pg_session *s);
+struct sqlp_engine *pg_server_engine(pg_server *srv, int upstream_index, char *err, size_t errlen);
 #endif

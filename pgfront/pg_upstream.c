@@ -338,6 +338,15 @@ void pg_upstream_start(pg_session *s)
         return;
     }
     s->upstream_index = find_upstream_index(cfg, s->up);
+    char err[512];
+    s->engine = pg_server_engine(s->server, s->upstream_index, err, sizeof err);
+    if (!s->engine) {
+        /* Fail closed: without the catalog no statement can be analysed. */
+        pg_session_log(s, LOG_LEVEL_ERROR, "%s", err);
+        pg_session_fail(s, "08006", "phigate cannot analyse statements for this database: its catalog is not loaded",
+                        "see phigate's log");
+        return;
+    }
     s->param_status = evbuffer_new();
     struct sockaddr_storage ss;
     socklen_t sslen;

@@ -64,9 +64,10 @@ STACK_ENV_LINE=$(scripts/stack.sh env | grep '^export STACK_DIR=')
 eval "$STACK_ENV_LINE"
 export PHIGATE_STACK_ENV=$STACK_DIR/stack.env
 
-# shellcheck disable=SC2086  # PYTEST_ARGS is a list of words on purpose
+# PYTEST_ARGS is split like a shell command line, so quotes work: PYTEST_ARGS="-k 'tls and not plain'"
+eval "extra=(${PYTEST_ARGS:-})"
 set +e
-/usr/bin/python3 -m pytest -ra tests/integration ${PYTEST_ARGS:-}
+/usr/bin/python3 -m pytest -ra tests/integration "${extra[@]}"
 status=$?
 set -e
 exit "$status"

@@ -26,6 +26,8 @@ int cmd_audit_replay(int argc, char **argv); /* tools/cmd_audit_replay.c */
 
 /* ---- shared helpers --------------------------------------------------- */
 
+/* --help anywhere on the line wins, before any other check, so it works even
+ * on a command line that is otherwise wrong. */
 static bool wants_help(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
@@ -67,6 +69,7 @@ static bool for_each_record(const char *const *paths, size_t n, record_fn fn, vo
     return ok;
 }
 
+/* NULL after printing why; callers exit 2 (usage / I/O), not 1 (bad log). */
 static EVP_PKEY *load_pub_or_die(const char *path)
 {
     char err[512];
@@ -83,6 +86,8 @@ typedef struct {
     size_t cap, n;
 } strmap;
 
+/* Not adversary-proof hashing, and it need not be: the tool reads one log
+ * once, worst case is slower, never wrong. */
 static uint64_t fnv1a(const char *s)
 {
     uint64_t h = 1469598103934665603ull;
@@ -130,6 +135,7 @@ static void *strmap_get(const strmap *m, const char *k)
     return m->keys[s] ? m->vals[s] : NULL;
 }
 
+/* Load factor at most 1/2 keeps probe runs short. */
 static bool strmap_put(strmap *m, const char *k, void *v)
 {
     if ((m->n + 1) * 2 > m->cap && !strmap_grow(m))
@@ -199,6 +205,7 @@ static void verify_warn(void *arg, const char *file, uint64_t line, const char *
         fprintf(stderr, "warning: %s:%" PRIu64 ": %s\n", file, line, msg);
 }
 
+/* One line a script can match (OK/FAIL first) and one line for the human. */
 static int verify_report(const audit_verify_result *r, bool trusted)
 {
     if (!r->ok) {
@@ -319,6 +326,8 @@ static void session_connect(session_row *s, const aj_value *rec)
     snprintf(s->protocol, sizeof s->protocol, "%s", str_or(rec, "protocol", "-"));
 }
 
+/* Sessions are keyed by id alone; ids carry the run (log_open seq), so two
+ * runs of phigate never merge. */
 static bool session_record(void *arg, const audit_line *ln, const audit_parsed *p)
 {
     (void)ln;
@@ -412,6 +421,8 @@ typedef struct {
     uint64_t count;
 } export_ctx;
 
+/* First pass of export: only connect records name the identity, so the
+ * session -> identity map must exist before records are filtered. */
 static bool collect_identity(void *arg, const audit_line *ln, const audit_parsed *p)
 {
     (void)ln;
@@ -467,6 +478,8 @@ static bool passes_table(export_ctx *x, const audit_parsed *p, const char *sid)
     return strmap_get(&x->matched, key) != NULL;
 }
 
+/* ts strings are fixed-width UTC, so string order is time order and a
+ * prefix such as "2026-11-25" compares as that day's first instant. */
 static bool passes(export_ctx *x, const audit_parsed *p)
 {
     const char *sid = aj_get_str(p->root, "session");
@@ -507,6 +520,8 @@ static void json_out(const char *s)
     audit_buf_free(&b);
 }
 
+/* Evidence states whether the log it came from verified, and against which
+ * key: an export of a broken log must say so in the file itself. */
 static void export_header(const export_ctx *x, const char *src, const audit_verify_result *r, bool trusted)
 {
     char now[40];
@@ -621,6 +636,7 @@ static void audit_usage(FILE *f)
     fprintf(f, "\nphigatectl audit SUBCOMMAND --help shows its options.  The format is in gate/AUDIT_FORMAT.md.\n");
 }
 
+/* argv[0] is "audit" (phigatectl passes its argv from the command name on). */
 int cmd_audit(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {

@@ -110,8 +110,10 @@ def gateway_maker(tmp_path_factory, binaries, stack, tls_pair, upstream_secret_f
 
 @pytest.fixture(scope="module")
 def gateway(gateway_maker, request):
-    """One phigate for the whole test module, default configuration."""
-    gw = gateway_maker(name=request.module.__name__.rsplit(".", 1)[-1])
+    """One phigate for the whole test module: the default configuration, merged with the
+    module's GATEWAY_CONFIG dict if it has one."""
+    gw = gateway_maker(getattr(request.module, "GATEWAY_CONFIG", None),
+                       name=request.module.__name__.rsplit(".", 1)[-1])
     yield gw
     stop_and_check(gw)
 

@@ -68,6 +68,13 @@ class RawClient:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.buf = b""
 
+    @classmethod
+    def over(cls, sock):
+        """A client on an already connected socket (e.g. one wrapped in TLS)."""
+        c = cls.__new__(cls)
+        c.sock, c.buf = sock, b""
+        return c
+
     # -- bytes ---------------------------------------------------------------
     def send(self, data):
         self.sock.sendall(data)
@@ -125,9 +132,11 @@ class RawClient:
         self.send(query_message(sql))
         return self.read_until_ready()
 
-    def login(self, user, password, database, extra_params=None):
+    def login(self, user, password, database, extra_params=None, pipelined=b""):
         """StartupMessage + SCRAM-SHA-256; returns the messages after AuthenticationOk
-        up to ReadyForQuery.  Raises ServerError if the server sends an ErrorResponse."""
+        up to ReadyForQuery.  Raises ServerError if the server sends an ErrorResponse.
+        pipelined: bytes sent in the same write as the last SASL message, before the
+        server has said AuthenticationOk."""
         params = {"user": user, "database": database}
         params.update(extra_params or {})
         self.send(startup_packet(params))
@@ -155,7 +164,7 @@ class RawClient:
                 first = scram.client_first().encode()
                 self.send(message(b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first))
             elif code == 11:  # SASLContinue
-                self.send(message(b"p", scram.client_final(body[4:].decode()).encode()))
+                self.send(message(b"p", scram.client_final(body[4:].decode()).encode()) + pipelined)
             elif code == 12:  # SASLFinal
                 scram.verify_server_final(body[4:].decode())
             elif code == 0:  # AuthenticationOk

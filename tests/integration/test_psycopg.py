@@ -275,11 +275,3 @@ def test_cancel_only_hits_its_own_session(gateway):
         assert result == {"b": "b finished"}
         assert a.execute("select 1").fetchone() == (1,)
 
-
-def test_fast_full_read_of_five_million_rows(gateway):
-    with psycopg.connect(**gateway.connect_kwargs("clinic"), autocommit=True) as conn:
-        cur = conn.execute("select g from generate_series(1, 5000000) g")
-        assert cur.rowcount == 5000000
-        assert cur.fetchone() == (1,)
-        cur.scroll(4999998)
-        assert cur.fetchone() == (5000000,)

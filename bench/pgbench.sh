@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# pgbench -S through phigate against direct and pgbouncer, interleaved, in the
+# same run on the same stack.  Prints every run, the medians and the ratios.
+# This is a benchmark, not a test: it never fails on a figure.
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: bench/pgbench.sh [--rounds N] [--seconds S] [--clients C] [--scale K] [--modes "simple extended prepared"]
+
+Starts the local stack on port base 59000 (PHIGATE_BENCH_PORT_BASE), pgbouncer
+(Debian's, session mode) and phigate, initialises pgbench at scale K once, then
+runs pgbench -S in each mode, rounds interleaved direct / pgbouncer / phigate.
+Defaults: 3 rounds, 15 s, 8 clients, 2 threads, scale 10. All over plain TCP on
+127.0.0.1 (no TLS on any path). Stops what it started at the end.
+USAGE
+}
+
+ROUNDS=3 SECONDS_PER_RUN=15 CLIENTS=8 SCALE=10 MODES="simple extended prepared"
+while (( $# )); do
+  case $1 in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
+    --clients) CLIENTS=$2; shift 2 ;;
+    --scale) SCALE=$2; shift 2 ;;
+    --modes) MODES=$2; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+BUILD=${PHIGATE_BUILD:-build}
+export PHIGATE_PORT_BASE=${PHIGATE_BENCH_PORT_BASE:-59000}
+WORK=$REPO/.run/bench
+PHIGATE_PORT=$((PHIGATE_PORT_BASE + 1432))
+mkdir -p "$WORK"
+
+"$REPO/scripts/stack.sh" start >/dev/null
+eval "$("$REPO/scripts/stack.sh" env)"
+PHIGATE_BUILD=$BUILD "$REPO/scripts/gen-config.sh" "$WORK/phigate" "$PHIGATE_PORT" >/dev/null
+sed -i 's/^  log_level: info/  log_level: warn/' "$WORK/phigate/phigate.yaml"
+AGENT_PW=$(<"$WORK/phigate/secrets/demo_agent")
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  "$REPO/scripts/stack.sh" stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# pgbouncer, session mode, SCRAM from its clients like phigate.
+mkdir -p "$WORK/pgbouncer"
+cat > "$WORK/pgbouncer/pgbouncer.ini" <<INI
+[databases]
+bench = host=$STACK_PG_HOST port=$STACK_PG_PORT dbname=bench user=$STACK_PG_USER password=$STACK_PG_PASSWORD
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $STACK_PGBOUNCER_PORT
+auth_type = scram-sha-256
+auth_file = $WORK/pgbouncer/users.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 50
+logfile = $WORK/pgbouncer/pgbouncer.log
+unix_socket_dir =
+INI
+printf '"demo_agent" "%s"\n' "$AGENT_PW" > "$WORK/pgbouncer/users.txt"
+chown -R postgres "$WORK/pgbouncer"; chmod 600 "$WORK/pgbouncer/users.txt"
+runuser -u postgres -- pgbouncer "$WORK/pgbouncer/pgbouncer.ini" >/dev/null 2>&1 &
+pids+=($!)
+"$REPO/$BUILD/phigate" --config "$WORK/phigate/phigate.yaml" 2>>"$WORK/phigate.stderr" &
+pids+=($!)
+
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+              echo "bench: nothing listens on $1" >&2; exit 1; }
+wait_port "$STACK_PGBOUNCER_PORT"; wait_port "$PHIGATE_PORT"
+
+export PGSSLMODE=disable
+direct() { PGPASSWORD=$STACK_PG_PASSWORD "$@" -h 127.0.0.1 -p "$STACK_PG_PORT" -U "$STACK_PG_USER" bench; }
+branches=$(direct psql -X -A -t -c "select count(*) from pgbench_branches" 2>/dev/null || echo 0)
+if [[ $branches != "$SCALE" ]]; then
+  echo "bench: initialising pgbench at scale $SCALE ..."
+  direct pgbench -i -q -s "$SCALE" >/dev/null 2>&1
+fi
+
+run_one() { # target mode -> tps
+  local port user pw
+  case $1 in
+    direct) port=$STACK_PG_PORT user=$STACK_PG_USER pw=$STACK_PG_PASSWORD ;;
+    pgbouncer) port=$STACK_PGBOUNCER_PORT user=demo_agent pw=$AGENT_PW ;;
+    phigate) port=$PHIGATE_PORT user=demo_agent pw=$AGENT_PW ;;
+  esac
+  PGPASSWORD=$pw pgbench -n -S -M "$2" -c "$CLIENTS" -j 2 -T "$SECONDS_PER_RUN" \
+    -h 127.0.0.1 -p "$port" -U "$user" bench 2>&1 |
+    awk '/^tps/ {print $3} /failed transactions/ && $5 != 0 {print "FAILED " $0 > "/dev/stderr"}'
+}
+
+declare -A results
+TARGETS="direct pgbouncer phigate"
+echo "bench: pgbench -S, scale $SCALE, $CLIENTS clients, 2 threads, ${SECONDS_PER_RUN}s x $ROUNDS rounds, interleaved"
+for r in $(seq 1 "$ROUNDS"); do
+  for m in $MODES; do
+    for t in $TARGETS; do
+      tps=$(run_one "$t" "$m")
+      printf 'round %d  %-9s %-9s %10.0f tps\n' "$r" "$m" "$t" "${tps:-0}"
+      results[$m.$t]+="${tps:-0} "
+    done
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+echo
+printf '%-9s %12s %12s %12s %16s %18s\n' mode direct pgbouncer phigate phigate/direct phigate/pgbouncer
+for m in $MODES; do
+  d=$(median <<< "${results[$m.direct]}"); b=$(median <<< "${results[$m.pgbouncer]}"); p=$(median <<< "${results[$m.phigate]}")
+  awk -v m="$m" -v d="$d" -v b="$b" -v p="$p" 'BEGIN {printf "%-9s %12.0f %12.0f %12.0f %16.2f %18.2f\n", m, d, b, p, p/d, p/b}'
+done

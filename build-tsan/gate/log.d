@@ -1,0 +1,2 @@
+build-tsan/gate/log.o: gate/log.c gate/log.h
+gate/log.h:

@@ -1,0 +1,46 @@
+/*
+ * pgfront's audit records (gate/audit_log.h does the writing):
+ *   connect / auth_failure / disconnect;
+ *   statement: one per Query message, one per Execute of a prepared statement
+ *     (its text from the Parse, its parameters keyed-hashed, never raw);
+ *   result: one per statement, with rows, bytes, SHA-256 of what the database
+ *     sent and of what the agent received, duration and SQLSTATE.
+ * A statement's result is released to the agent only once its record is on
+ * disk: the relay holds upstream bytes while records are pending.
+ */
+#ifndef PHIGATE_PG_AUDIT_H
+#define PHIGATE_PG_AUDIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sqlpolicy/sqlpolicy.h"
+
+struct evbuffer;
+struct evbuffer_ptr;
+typedef struct pg_session pg_session;
+
+void pg_audit_connect(pg_session *s);
+void pg_audit_auth_failure(pg_session *s, const char *reason);
+void pg_audit_disconnect(pg_session *s, const char *why);
+/* NULL when statements may run; otherwise why the log cannot take them. */
+const char *pg_audit_unavailable(pg_session *s);
+
+/* A Query, or a Parse that was refused: the statement record now. */
+void pg_audit_statement(pg_session *s, const char *sql, size_t len, const sqlp_decision *d, bool query);
+/* Client Bind / Execute (message of total bytes at pos in in). */
+void pg_audit_bind(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos, uint32_t total);
+void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos, uint32_t total);
+
+/* Upstream message about to be forwarded unchanged. */
+void pg_audit_server_message(pg_session *s, char type, struct evbuffer *in, const struct evbuffer_ptr *pos,
+                             uint32_t total);
+/* Bytes the agent got instead of the last server message (masked / scrubbed / substituted). */
+void pg_audit_agent_bytes(pg_session *s, struct evbuffer *out, size_t from);
+/* Fold the database's bytes of a message that was not forwarded as is. */
+void pg_audit_db_bytes(pg_session *s, char type, struct evbuffer *in, uint32_t total);
+
+void pg_audit_session_free(pg_session *s);
+
+#endif

@@ -1,0 +1,49 @@
+/*
+ * pgfront's use of sqlpolicy: the engine per upstream (catalog read from the
+ * upstream's pg_catalog with libpq), the decision on Query/Parse, and the
+ * defence in depth on the way back (RowDescription of base PHI columns,
+ * ErrorResponse/NoticeResponse scrubbing).
+ */
+#ifndef PHIGATE_PG_POLICY_H
+#define PHIGATE_PG_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gate/config.h"
+#include "sqlpolicy/sqlpolicy.h"
+
+struct evbuffer;
+typedef struct pg_session pg_session;
+
+/* Read the upstream's catalog and the masking rules into a new engine.
+ * Blocking (libpq): called at start and when a session finds none loaded. */
+sqlp_engine *pg_policy_load_engine(const config *cfg, const cfg_upstream *up, char *err, size_t errlen);
+
+typedef enum {
+    PG_POLICY_FORWARD,  /* the message is forwarded unchanged */
+    PG_POLICY_REPLACED, /* the message was consumed and a rewritten one queued upstream */
+    PG_POLICY_REFUSED,  /* the message was consumed and refused */
+    PG_POLICY_BROKEN,   /* malformed: the session was failed */
+} pg_policy_action;
+
+/* Decide a Query ('Q') or Parse ('P') message of total bytes at the head of in. */
+pg_policy_action pg_policy_client_message(pg_session *s, char type, uint32_t total);
+
+/* Note the statement a Bind ('B') uses, for scrubbing its errors. */
+struct evbuffer_ptr;
+void pg_policy_note_bind(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *at, uint32_t total);
+
+/* Upstream messages that need a look: RowDescription always, DataRow while a PHI
+ * column arrived unmasked, Error/Notice while a PHI statement is answered.
+ * Moves the (possibly rewritten) message from in to out. */
+void pg_policy_server_message(pg_session *s, char type, uint32_t total, struct evbuffer *in, struct evbuffer *out);
+bool pg_policy_server_needs_look(const pg_session *s, char type);
+
+/* The decision and received text of a prepared statement ("" = unnamed); NULL if unknown. */
+const sqlp_decision *pg_policy_prepared(pg_session *s, const char *name, const char **text);
+
+void pg_policy_session_free(pg_session *s);
+
+#endif
