@@ -39,6 +39,8 @@ if [[ ! -s $DIR/tls/key.pem ]]; then
 fi
 
 printf '%s' "$STACK_PG_PASSWORD" > "$DIR/secrets/pg_upstream"
+[[ -s $DIR/audit-key/audit_ed25519.key ]] || "$CTL" audit keygen --out "$DIR/audit-key" >/dev/null
+AUDIT_ENABLED=${PHIGATE_AUDIT:-true}
 for agent in demo_agent; do
   [[ -s $DIR/secrets/$agent ]] || openssl rand -hex 12 > "$DIR/secrets/$agent"
 done
@@ -50,6 +52,7 @@ phigate:
   log_level: info
   log_file: $DIR/phigate.log
   pid_file: $DIR/phigate.pid
+  masking_rules: $REPO/masking-rules
 listen:
   postgres:
     address: 127.0.0.1
@@ -58,6 +61,10 @@ tls:
   cert_file: $DIR/tls/cert.pem
   key_file: $DIR/tls/key.pem
   require: false
+audit:
+  enabled: $AUDIT_ENABLED
+  dir: $DIR/audit
+  key_file: $DIR/audit-key/audit_ed25519.key
 limits:
   max_message_bytes: 16MB
   client_buffer_bytes: 1MB
