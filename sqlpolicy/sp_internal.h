@@ -180,6 +180,8 @@ cat_rel *sp_cat_find(const sqlp_catalog *cat, const char *schema, const char *na
 const sp_rule_col *sp_cat_rule(const sqlp_catalog *cat, const char *schema, const char *table,
                                const char *column);
 const sp_profile *sp_cat_profile(const sqlp_catalog *cat, const char *name);
+const char *sp_profile_mask(const sp_profile *p, int cls); /* canonical spec */
+const char *sp_blocked_relation(const char *schema, const char *name); /* why, or NULL */
 /* Apply the rules to the columns and analyse views (called by sqlp_engine_new). */
 void sp_cat_finalize(sqlp_catalog *cat, sqlp_engine *eng);
 
