@@ -19,6 +19,8 @@ PACKAGES=(
   libpostgresql-jdbc-java default-jdk-headless
   # benchmarks, tooling, web console tests
   sysbench openssl procps chromium chromium-driver
+  # fuzzing (libFuzzer)
+  clang libclang-rt-14-dev
 )
 
 usage() {
