@@ -82,7 +82,6 @@ static const field_spec limit_fields[] = {
     FIELD(config, "max_clients", F_INT, max_clients, "1000", false, 1, 1000000, NULL),
     FIELD(config, "client_buffer_bytes", F_BYTES, client_buffer_bytes, "1MB", false, 16384, 268435456, NULL),
     FIELD(config, "auth_timeout_ms", F_INT, auth_timeout_ms, "15000", false, 100, 600000, NULL),
-    FIELD(config, "idle_timeout_ms", F_INT, idle_timeout_ms, "0", false, 0, 86400000, NULL),
 };
 
 static const field_spec audit_fields[] = {

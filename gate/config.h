@@ -73,7 +73,6 @@ typedef struct config {
     int max_clients;
     int64_t client_buffer_bytes;
     int auth_timeout_ms;
-    int idle_timeout_ms;
     /* audit log */
     bool audit_enabled;
     char *audit_dir;

@@ -243,6 +243,9 @@ static void handle_sasl_final(pg_session *s, const uint8_t *body, size_t len)
     s->scram_method = s->scram.use_plus ? "scram-sha-256-plus" : "scram-sha-256";
     OPENSSL_cleanse(&s->scram, sizeof s->scram);
     pg_session_set_state(s, PGC_CONNECTING);
+    /* Statements pipelined behind authentication wait in the kernel, not in our
+     * memory, until the upstream is ready. */
+    conn_read_disable(s->client);
     pg_upstream_start(s);
 }
 

@@ -47,6 +47,7 @@ void pg_relay_start(pg_session *s)
     event_del(s->timer);
     pg_session_set_state(s, PGC_ACTIVE);
     pg_audit_connect(s);
+    conn_read_enable(s->client);
     /* Wake the paused side when its peer's output has drained to half the limit. */
     conn_set_low_watermark(s->client, buffer_limit(s) / 2);
     conn_set_low_watermark(s->upstream, buffer_limit(s) / 2);
