@@ -70,6 +70,12 @@ static const field_spec pg_listener_fields[] = {
     FIELD(config, "port", F_INT, pg_port, "6432", false, 1, 65535, NULL),
 };
 
+/* Only applied when listen.mysql is present: myfront is opt-in. */
+static const field_spec my_listener_fields[] = {
+    FIELD(config, "address", F_STRING, my_address, "127.0.0.1", false, 0, 0, NULL),
+    FIELD(config, "port", F_INT, my_port, "3307", false, 1, 65535, NULL),
+};
+
 static const field_spec tls_fields[] = {
     FIELD(config, "cert_file", F_STRING, tls_cert_file, NULL, false, 0, 0, NULL),
     FIELD(config, "key_file", F_STRING, tls_key_file, NULL, false, 0, 0, NULL),
@@ -93,6 +99,35 @@ static const field_spec audit_fields[] = {
     FIELD(config, "rotate_bytes", F_BYTES, audit_rotate_bytes, "64MB", false, 65536, 1099511627776LL, NULL),
 };
 
+static const char *const grant_mode_names[] = {"single_use", "ttl", NULL};
+
+static const field_spec redis_fields[] = {
+    FIELD(config, "host", F_STRING, redis_host, "127.0.0.1", false, 0, 0, NULL),
+    FIELD(config, "port", F_INT, redis_port, "6379", false, 1, 65535, NULL),
+    FIELD(config, "password_file", F_STRING, redis_password_file, NULL, false, 0, 0, NULL),
+    FIELD(config, "password_env", F_STRING, redis_password_env, NULL, false, 0, 0, NULL),
+    FIELD(config, "key_prefix", F_STRING, redis_key_prefix, "phigate:", false, 0, 0, NULL),
+    FIELD(config, "timeout_ms", F_INT, redis_timeout_ms, "2000", false, 50, 60000, NULL),
+};
+
+static const field_spec approvals_fields[] = {
+    FIELD(config, "wait_ms", F_INT, approvals_wait_ms, "120000", false, 0, 3600000, NULL),
+    FIELD(config, "grant", F_ENUM, approvals_grant, "single_use", false, 0, 0, grant_mode_names),
+    FIELD(config, "grant_ttl_s", F_INT, approvals_grant_ttl_s, "600", false, 1, 604800, NULL),
+    FIELD(config, "request_ttl_s", F_INT, approvals_request_ttl_s, "3600", false, 1, 604800, NULL),
+};
+
+static const field_spec admin_fields[] = {
+    FIELD(config, "address", F_STRING, admin_address, "127.0.0.1", false, 0, 0, NULL),
+    FIELD(config, "port", F_INT, admin_port, "8443", false, 1, 65535, NULL),
+    FIELD(config, "cert_file", F_STRING, admin_cert_file, NULL, false, 0, 0, NULL),
+    FIELD(config, "key_file", F_STRING, admin_key_file, NULL, false, 0, 0, NULL),
+};
+
+static const field_spec approver_fields[] = {
+    FIELD(cfg_approver, "scram", F_STRING, secret, NULL, true, 0, 0, NULL),
+};
+
 static const field_spec upstream_fields[] = {
     FIELD(cfg_upstream, "protocol", F_STRING, protocol, "postgres", false, 0, 0, NULL),
     FIELD(cfg_upstream, "host", F_STRING, host, NULL, true, 0, 0, NULL),
@@ -109,6 +144,9 @@ static const field_spec upstream_fields[] = {
 static const field_spec identity_fields[] = {
     FIELD(cfg_identity, "scram", F_STRING, secret, NULL, true, 0, 0, NULL),
     FIELD(cfg_identity, "role", F_STRING, role_name, NULL, true, 0, 0, NULL),
+    FIELD(cfg_identity, "max_connections", F_INT, max_connections, "0", false, 0, 1000000, NULL),
+    FIELD(cfg_identity, "statements_per_second", F_INT, statements_per_second, "0", false, 0, 10000000, NULL),
+    FIELD(cfg_identity, "mysql_native", F_STRING, mysql_native, NULL, false, 0, 0, NULL),
 };
 
 #define NFIELDS(a) (sizeof(a) / sizeof((a)[0]))
@@ -436,13 +474,65 @@ static void load_role(cfg_ctx *c, cfg_role *r, const char *name, const yaml_node
         cfg_error(c->err, map_get(c, map, "unmasked"), "roles.%s.unmasked must be true or false", name);
 }
 
+/* "*<40 hex>" or "<40 hex>": MySQL's authentication_string of mysql_native_password. */
+static bool parse_native_hash(const char *text, uint8_t out[20])
+{
+    if (*text == '*')
+        text++;
+    if (strlen(text) != 40)
+        return false;
+    for (int i = 0; i < 40; i++) {
+        char ch = text[i];
+        int v = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+              : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+        if (v < 0)
+            return false;
+        out[i / 2] = (uint8_t)(i % 2 ? out[i / 2] | v : v << 4);
+    }
+    return true;
+}
+
 static void load_identity(cfg_ctx *c, cfg_identity *id, const char *name, const yaml_node_t *map)
 {
     id->name = strdup(name);
     char section[160];
     snprintf(section, sizeof section, "identities.%s", name);
+    apply_defaults(c, identity_fields, NFIELDS(identity_fields), id);
     apply_mapping(c, map, identity_fields, NFIELDS(identity_fields), id, section);
     if (id->secret && !scram_verifier_parse(id->secret, &id->verifier))
+        cfg_error(c->err, map,
+                  "%s.scram is not a SCRAM-SHA-256 verifier (make one with `phigatectl scram-verifier`)", section);
+    if (id->mysql_native) {
+        id->has_mysql_native = parse_native_hash(id->mysql_native, id->mysql_native_hash);
+        if (!id->has_mysql_native)
+            cfg_error(c->err, map,
+                      "%s.mysql_native must be 40 hex digits, SHA1(SHA1(password)) "
+                      "(MariaDB: SELECT PASSWORD('...') without the leading '*')", section);
+    }
+}
+
+/* Approver names travel in HTTP Basic credentials and HTML: keep them plain. */
+static bool approver_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
+              (name[i] >= '0' && name[i] <= '9') || strchr("._@-", name[i])))
+            return false;
+    return true;
+}
+
+static void load_approver(cfg_ctx *c, cfg_approver *ap, const char *name, const yaml_node_t *map)
+{
+    ap->name = strdup(name);
+    char section[160];
+    snprintf(section, sizeof section, "approvers.%s", name);
+    if (!approver_name_ok(name))
+        cfg_error(c->err, map, "%s: an approver name is 1..64 letters, digits, '.', '_', '@' or '-'", section);
+    apply_mapping(c, map, approver_fields, NFIELDS(approver_fields), ap, section);
+    if (ap->secret && !scram_verifier_parse(ap->secret, &ap->verifier))
         cfg_error(c->err, map,
                   "%s.scram is not a SCRAM-SHA-256 verifier (make one with `phigatectl scram-verifier`)", section);
 }
@@ -474,8 +564,59 @@ static void *load_named(cfg_ctx *c, const yaml_node_t *map, const char *section,
 }
 
 static void upstream_cb(cfg_ctx *c, void *e, const char *n, const yaml_node_t *m) { load_upstream(c, e, n, m); }
+static void approver_cb(cfg_ctx *c, void *e, const char *n, const yaml_node_t *m) { load_approver(c, e, n, m); }
 static void role_cb(cfg_ctx *c, void *e, const char *n, const yaml_node_t *m) { load_role(c, e, n, m); }
 static void identity_cb(cfg_ctx *c, void *e, const char *n, const yaml_node_t *m) { load_identity(c, e, n, m); }
+
+/* The Redis password: from a 0600 file or the environment, never the YAML itself. */
+static void load_redis_secret(cfg_ctx *c, config *cfg, const yaml_node_t *at)
+{
+    char err[512];
+    if (cfg->redis_password_file && cfg->redis_password_env)
+        cfg_error(c->err, at, "redis: give password_file or password_env, not both");
+    else if (cfg->redis_password_file &&
+             !config_read_secret_file(cfg->redis_password_file, &cfg->redis_password, err, sizeof err))
+        cfg_error(c->err, at, "redis: %s", err);
+    else if (cfg->redis_password_env) {
+        const char *v = getenv(cfg->redis_password_env);
+        if (!v || !*v)
+            cfg_error(c->err, at, "redis: environment variable %s is not set", cfg->redis_password_env);
+        else
+            cfg->redis_password = strdup(v);
+    }
+    const char *p = cfg->redis_key_prefix;
+    if (!p || !*p || strlen(p) > 64 || strpbrk(p, " \t\r\n*?[]"))
+        cfg_error(c->err, at, "redis.key_prefix must be 1..64 characters without spaces or glob characters");
+}
+
+/* The approval sections: optional, but consistent with each other when present. */
+static void load_approval_sections(cfg_ctx *c, config *cfg, yaml_node_t *root)
+{
+    yaml_node_t *redis = map_get(c, root, "redis"), *appr = map_get(c, root, "approvals");
+    yaml_node_t *admin = map_get(c, root, "admin");
+    if (redis) {
+        cfg->redis_enabled = true;
+        apply_mapping(c, redis, redis_fields, NFIELDS(redis_fields), cfg, "redis");
+        load_redis_secret(c, cfg, redis);
+    }
+    if (appr) {
+        apply_mapping(c, appr, approvals_fields, NFIELDS(approvals_fields), cfg, "approvals");
+        if (!redis)
+            cfg_error(c->err, appr, "approvals: the approval queue lives in Redis; add a redis: section");
+    }
+    if (admin) {
+        cfg->admin_enabled = true;
+        apply_mapping(c, admin, admin_fields, NFIELDS(admin_fields), cfg, "admin");
+        if ((cfg->admin_cert_file == NULL) != (cfg->admin_key_file == NULL))
+            cfg_error(c->err, admin, "admin: cert_file and key_file go together");
+        if (!redis)
+            cfg_error(c->err, admin, "admin: the console decides requests kept in Redis; add a redis: section");
+    }
+    cfg->approvers = load_named(c, map_get(c, root, "approvers"), "approvers", sizeof(cfg_approver),
+                                &cfg->napprovers, approver_cb);
+    if (admin && cfg->napprovers == 0)
+        cfg_error(c->err, admin, "admin: no approvers configured (add an approvers: section)");
+}
 
 static void check_references(cfg_ctx *c, config *cfg, const yaml_node_t *root)
 {
@@ -504,7 +645,7 @@ static void check_references(cfg_ctx *c, config *cfg, const yaml_node_t *root)
 static void load_root(cfg_ctx *c, config *cfg, yaml_node_t *root)
 {
     static const char *const sections[] = {"phigate", "listen", "tls", "limits", "audit", "upstreams", "roles",
-                                           "identities", NULL};
+                                           "identities", "redis", "approvals", "admin", "approvers", NULL};
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
         yaml_node_t *k = node_at(c, p->key);
         const char *key = scalar(k);
@@ -521,6 +662,11 @@ static void load_root(cfg_ctx *c, config *cfg, yaml_node_t *root)
     yaml_node_t *listen = map_get(c, root, "listen");
     if ((n = map_get(c, listen, "postgres")))
         apply_mapping(c, n, pg_listener_fields, NFIELDS(pg_listener_fields), cfg, "listen.postgres");
+    if ((n = map_get(c, listen, "mysql"))) {
+        cfg->my_enabled = true;
+        apply_defaults(c, my_listener_fields, NFIELDS(my_listener_fields), cfg);
+        apply_mapping(c, n, my_listener_fields, NFIELDS(my_listener_fields), cfg, "listen.mysql");
+    }
     if ((n = map_get(c, root, "tls")))
         apply_mapping(c, n, tls_fields, NFIELDS(tls_fields), cfg, "tls");
     if ((n = map_get(c, root, "limits")))
@@ -537,6 +683,7 @@ static void load_root(cfg_ctx *c, config *cfg, yaml_node_t *root)
     cfg->roles = load_named(c, map_get(c, root, "roles"), "roles", sizeof(cfg_role), &cfg->nroles, role_cb);
     cfg->identities = load_named(c, map_get(c, root, "identities"), "identities", sizeof(cfg_identity),
                                  &cfg->nidentities, identity_cb);
+    load_approval_sections(c, cfg, root);
     check_references(c, cfg, root);
 }
 
@@ -569,6 +716,9 @@ config *config_load(const char *path, char *errors, size_t errlen)
     apply_defaults(&c, tls_fields, NFIELDS(tls_fields), cfg);
     apply_defaults(&c, limit_fields, NFIELDS(limit_fields), cfg);
     apply_defaults(&c, audit_fields, NFIELDS(audit_fields), cfg);
+    apply_defaults(&c, redis_fields, NFIELDS(redis_fields), cfg);
+    apply_defaults(&c, approvals_fields, NFIELDS(approvals_fields), cfg);
+    apply_defaults(&c, admin_fields, NFIELDS(admin_fields), cfg);
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (!root || root->type != YAML_MAPPING_NODE)
         cfg_error(&err, root, "the configuration must be a mapping of sections");
@@ -620,10 +770,18 @@ void config_free(config *cfg)
     for (size_t i = 0; i < cfg->nidentities; i++) {
         free(cfg->identities[i].name), free(cfg->identities[i].role_name);
         free(cfg->identities[i].secret);
+        free(cfg->identities[i].mysql_native);
+        explicit_bzero(cfg->identities[i].mysql_native_hash, sizeof cfg->identities[i].mysql_native_hash);
     }
+    for (size_t i = 0; i < cfg->napprovers; i++)
+        free(cfg->approvers[i].name), free(cfg->approvers[i].secret);
+    free(cfg->approvers);
+    free(cfg->redis_host), free(cfg->redis_password_file), free(cfg->redis_password_env);
+    free_secret(cfg->redis_password);
+    free(cfg->redis_key_prefix), free(cfg->admin_address), free(cfg->admin_cert_file), free(cfg->admin_key_file);
     free(cfg->upstreams), free(cfg->roles), free(cfg->identities);
     free(cfg->path), free(cfg->log_file), free(cfg->pid_file), free(cfg->masking_rules_dir);
-    free(cfg->pg_address), free(cfg->tls_cert_file), free(cfg->tls_key_file);
+    free(cfg->pg_address), free(cfg->my_address), free(cfg->tls_cert_file), free(cfg->tls_key_file);
     free(cfg->audit_dir), free(cfg->audit_key_file);
     free(cfg);
 }
@@ -641,6 +799,14 @@ const cfg_identity *config_find_identity(const config *cfg, const char *name)
     for (size_t i = 0; i < cfg->nidentities; i++)
         if (strcmp(cfg->identities[i].name, name) == 0)
             return &cfg->identities[i];
+    return NULL;
+}
+
+const cfg_approver *config_find_approver(const config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->napprovers; i++)
+        if (strcmp(cfg->approvers[i].name, name) == 0)
+            return &cfg->approvers[i];
     return NULL;
 }
 

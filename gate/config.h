@@ -51,7 +51,29 @@ typedef struct cfg_identity {
     scram_verifier verifier;
     char *role_name;
     const cfg_role *role;
+    int max_connections;    /* 0 = unlimited */
+    int statements_per_second; /* 0 = unlimited */
+    /* Optional MySQL mysql_native_password verifier: SHA1(SHA1(password)),
+     * written as 40 hex digits like MySQL's authentication_string. */
+    char *mysql_native;
+    bool has_mysql_native;
+    uint8_t mysql_native_hash[20];
 } cfg_identity;
+
+/* How an approval may be reused: once by the statement it was given for, or by
+ * any statement with the same identity + fingerprint until it expires. */
+typedef enum {
+    APPROVAL_GRANT_SINGLE_USE = 0,
+    APPROVAL_GRANT_TTL,
+} approval_grant_mode;
+
+/* A human who approves held statements (web console, phigatectl approvals).
+ * Approvers are not agent identities: their own names, their own secrets. */
+typedef struct cfg_approver {
+    char *name;
+    char *secret; /* SCRAM verifier text */
+    scram_verifier verifier;
+} cfg_approver;
 
 typedef struct config {
     char *path;
@@ -63,6 +85,9 @@ typedef struct config {
     /* listeners */
     char *pg_address;
     int pg_port;
+    bool my_enabled; /* listen.mysql present: myfront runs */
+    char *my_address;
+    int my_port;
     /* TLS towards clients */
     char *tls_cert_file;
     char *tls_key_file;
@@ -81,12 +106,34 @@ typedef struct config {
     int audit_checkpoint_ms;
     int64_t audit_rotate_bytes;
 
+    /* approvals queue in Redis (sections redis: and approvals:) */
+    bool redis_enabled; /* a redis: section is present */
+    char *redis_host;
+    int redis_port;
+    char *redis_password_file;
+    char *redis_password_env;
+    char *redis_password; /* loaded secret, NULL = no AUTH */
+    char *redis_key_prefix;
+    int redis_timeout_ms; /* per Redis command and per connect attempt */
+    int approvals_wait_ms;
+    int approvals_grant; /* approval_grant_mode */
+    int approvals_grant_ttl_s;
+    int approvals_request_ttl_s;
+    /* admin console and API (section admin:) */
+    bool admin_enabled; /* an admin: section is present */
+    char *admin_address;
+    int admin_port;
+    char *admin_cert_file;
+    char *admin_key_file;
+
     cfg_upstream *upstreams;
     size_t nupstreams;
     cfg_role *roles;
     size_t nroles;
     cfg_identity *identities;
     size_t nidentities;
+    cfg_approver *approvers;
+    size_t napprovers;
 } config;
 
 /* Parse and validate; on failure returns NULL and errors holds one line per problem. */
@@ -95,6 +142,7 @@ void config_free(config *cfg);
 
 const cfg_upstream *config_find_upstream(const config *cfg, const char *name);
 const cfg_identity *config_find_identity(const config *cfg, const char *name);
+const cfg_approver *config_find_approver(const config *cfg, const char *name);
 bool config_role_allows_upstream(const cfg_role *role, const char *upstream);
 
 /* Read a secret from a file that only its owner may read; false with err on failure. */

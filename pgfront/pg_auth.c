@@ -242,6 +242,13 @@ static void handle_sasl_final(pg_session *s, const uint8_t *body, size_t len)
                    s->client_tls ? " over TLS" : "");
     s->scram_method = s->scram.use_plus ? "scram-sha-256-plus" : "scram-sha-256";
     OPENSSL_cleanse(&s->scram, sizeof s->scram);
+    if (!pg_session_take_connection_slot(s)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "too many connections for identity \"%.64s\" (max_connections %d)", s->user,
+                 s->identity->max_connections);
+        pg_session_fail(s, "53300", msg, NULL);
+        return;
+    }
     pg_session_set_state(s, PGC_CONNECTING);
     /* Statements pipelined behind authentication wait in the kernel, not in our
      * memory, until the upstream is ready. */

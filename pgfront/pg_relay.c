@@ -30,7 +30,9 @@
 
 #define UPSTREAM_MAX_MESSAGE 0x40000000u /* PostgreSQL's own limit on a message (1 GB) */
 #define STANDIN_SQL "phigate refused this statement"
-#define STANDIN_SQLSTATE "42601"          /* what the server answers the stand-in with */
+#define STANDIN_SQLSTATE "42601"          /* the server's answer to STANDIN_SQL */
+#define STANDIN_PORTAL "\x01phigate refused"  /* no client can have named a portal so */
+#define STANDIN_PORTAL_SQLSTATE "34000"   /* the server's answer to Execute of it */
 
 static size_t buffer_limit(const pg_session *s)
 {
@@ -72,10 +74,12 @@ void pg_relay_free(pg_session *s)
 
 /* ---- refusals --------------------------------------------------------------- */
 
-static void push_substitution(pg_session *s, uint64_t ordinal, const char *sqlstate, const char *message)
+static void push_substitution(pg_session *s, uint64_t ordinal, const char *expect, const char *sqlstate,
+                              const char *message)
 {
     pg_substitution *sub = calloc(1, sizeof *sub);
     sub->sync_ordinal = ordinal;
+    snprintf(sub->expect, sizeof sub->expect, "%s", expect);
     snprintf(sub->sqlstate, sizeof sub->sqlstate, "%s", sqlstate);
     snprintf(sub->message, sizeof sub->message, "%s", message);
     if (s->subst_tail)
@@ -115,10 +119,19 @@ void pg_relay_refuse(pg_session *s, char type, uint32_t total, const char *sqlst
         size_t blen = evbuffer_get_length(body);
         pg_put_message(up, 'P', evbuffer_pullup(body, -1), blen);
         evbuffer_free(body);
-        push_substitution(s, s->syncs_sent + 1, sqlstate, message);
+        push_substitution(s, s->syncs_sent + 1, STANDIN_SQLSTATE, sqlstate, message);
+    } else if (type == 'E') {
+        /* Execute of a portal that cannot exist: answered with 34000 in its place. */
+        struct evbuffer *body = evbuffer_new();
+        evbuffer_add(body, STANDIN_PORTAL, sizeof STANDIN_PORTAL);
+        evbuffer_add(body, "\0\0\0\0", 4);
+        size_t blen = evbuffer_get_length(body);
+        pg_put_message(up, 'E', evbuffer_pullup(body, -1), blen);
+        evbuffer_free(body);
+        push_substitution(s, s->syncs_sent + 1, STANDIN_PORTAL_SQLSTATE, sqlstate, message);
     } else {
         pg_put_query(up, STANDIN_SQL, strlen(STANDIN_SQL));
-        push_substitution(s, ++s->syncs_sent, sqlstate, message);
+        push_substitution(s, ++s->syncs_sent, STANDIN_SQLSTATE, sqlstate, message);
     }
     evbuffer_drain(in, total);
 }
@@ -157,6 +170,8 @@ static fwd_kind classify_client(pg_session *s, char type, struct evbuffer *in, c
         pg_audit_bind(s, in, at, total);
         return FWD_RUN;
     case 'E':
+        if (!pg_session_take_statement_token(s))
+            return FWD_SPECIAL;
         pg_audit_execute(s, in, at, total);
         return FWD_RUN;
     case 'Q': /* statements go through the policy engine */
@@ -180,6 +195,13 @@ static void client_special(pg_session *s, char type, uint32_t total)
     if (type == 'F') {
         /* FunctionCall bypasses SQL and so the policy engine: refuse it. */
         pg_relay_refuse(s, type, total, "0A000", "phigate refuses FunctionCall messages: call functions through SQL");
+        return;
+    }
+    if (type == 'E' || (type == 'Q' && !pg_session_take_statement_token(s))) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "statement rate limit exceeded for identity \"%.64s\" (%d per second)", s->user,
+                 s->identity->statements_per_second);
+        pg_relay_refuse(s, type, total, "53400", msg);
         return;
     }
     pg_policy_action action = pg_policy_client_message(s, type, total);
@@ -280,7 +302,7 @@ static bool substitute_error(pg_session *s, struct evbuffer *in, uint32_t total)
     const char *code = NULL;
     if (pg_parse_error_fields(msg + PG_HEADER_LEN, total - PG_HEADER_LEN, &f))
         code = pg_error_field_get(&f, 'C', &clen);
-    if (!code || strcmp(code, STANDIN_SQLSTATE) != 0)
+    if (!code || strcmp(code, sub->expect) != 0)
         return false;
     evbuffer_drain(in, total);
     pg_put_error(conn_output(s->client), "ERROR", sub->sqlstate, sub->message, NULL, NULL);

@@ -17,8 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gate/conn.h"
+#include "gate/limits.h"
 #include "gate/log.h"
 #include "gate/tls.h"
 #include "pgfront/pg_audit.h"
@@ -35,6 +37,7 @@ struct pg_server {
     struct evconnlistener *listener;
     struct event *reaper;
     struct audit_log *audit;
+    identity_limits *limits;
     pg_session *dead;
     pg_session *all;
     size_t nsessions;
@@ -130,8 +133,31 @@ void pg_session_set_ustate(pg_session *s, pgu_state st)
     s->ustate = st;
 }
 
+static size_t identity_index(const pg_session *s)
+{
+    return (size_t)(s->identity - s->server->cfg->identities);
+}
+
+bool pg_session_take_connection_slot(pg_session *s)
+{
+    if (!limits_acquire_connection(s->server->limits, identity_index(s), s->identity->max_connections))
+        return false;
+    s->counted = true;
+    return true;
+}
+
+bool pg_session_take_statement_token(pg_session *s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return limits_take_statement(s->server->limits, identity_index(s), s->identity->statements_per_second, now);
+}
+
 static void session_free(pg_session *s)
 {
+    if (s->counted)
+        limits_release_connection(s->server->limits, identity_index(s));
     if (s->all_prev)
         s->all_prev->all_next = s->all_next;
     else
@@ -421,6 +447,7 @@ pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audi
     pg_server *srv = calloc(1, sizeof *srv);
     srv->base = base;
     srv->audit = audit;
+    srv->limits = limits_new(cfg->nidentities);
     srv->cfg = cfg;
     if (RAND_bytes(srv->mock_secret, sizeof srv->mock_secret) != 1) {
         snprintf(err, errlen, "no randomness for the mock-authentication secret");
@@ -485,6 +512,7 @@ void pg_server_free(pg_server *srv)
         if (srv->upstream_tls[i])
             SSL_CTX_free(srv->upstream_tls[i]);
     free(srv->upstream_tls);
+    limits_free(srv->limits);
     for (size_t i = 0; srv->engines && i < srv->cfg->nupstreams; i++)
         if (srv->engines[i])
             sqlp_engine_unref(srv->engines[i]);

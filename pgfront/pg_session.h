@@ -58,6 +58,7 @@ const char *pgu_state_name(pgu_state s);
 typedef struct pg_substitution {
     struct pg_substitution *next;
     uint64_t sync_ordinal; /* the batch (Query or Sync) it belongs to */
+    char expect[6];        /* SQLSTATE the server answers the stand-in with */
     char sqlstate[6];
     char message[512];
 } pg_substitution;
@@ -113,6 +114,7 @@ typedef struct pg_session {
     uint64_t statements;   /* statements recorded in this session */
     uint64_t opened_ns;
     const char *scram_method;
+    bool counted;          /* holds one of its identity's connection slots */
     bool audit_held;       /* stopped reading upstream: results wait for the audit log */
     bool upstream_paused;  /* stopped reading upstream: client output is full */
     bool client_paused;    /* stopped reading client: upstream output is full */
@@ -163,5 +165,8 @@ void pg_session_flush(pg_session *s);
 SSL_CTX *pg_server_tls_ctx(const pg_server *srv);
 struct audit_log *pg_server_audit(const pg_server *srv);
 void pg_session_requeue_free(pg_session *s);
+/* Per-identity limits (gate/limits.h): false when exceeded. */
+bool pg_session_take_connection_slot(pg_session *s);
+bool pg_session_take_statement_token(pg_session *s);
 struct sqlp_engine *pg_server_engine(pg_server *srv, int upstream_index, char *err, size_t errlen);
 #endif

@@ -236,6 +236,100 @@ const char *sp_func_why(const char *name); /* short reason for ADMIN / SQL_TEXT 
  * (a scalar function's single column is named by the caller). */
 const char *const *sp_srf_columns(const char *name);
 
+bool sp_func_returns_record(const char *name);
+
+/* ---- analysis results ----------------------------------------------------- */
+
+/* One splice into the statement string: replace del bytes at pos with text. */
+typedef struct sp_edit {
+    uint32_t pos, del;
+    const char *text;
+    uint32_t tlen;
+} sp_edit;
+
+/* Facts about one output column, gathered while analysing. */
+typedef struct sp_outinfo {
+    const char *name;
+    sp_lin lin;
+    const char *masks;    /* mask specs applied, ", " separated, NULL if none */
+} sp_outinfo;
+
+typedef enum {
+    SPE_NONE,
+    SPE_PREPARE,   /* name */
+    SPE_DECLARE,   /* name */
+    SPE_DEALLOCATE,/* name, NULL: all */
+    SPE_CLOSE,     /* name, NULL: all */
+} sp_effect_kind;
+
+typedef struct sp_stmt_result {
+    uint32_t loc, len;          /* the statement's span in the string */
+    sqlp_class cls;             /* its class */
+    unsigned escalated;         /* bit per further class it needs (admin functions...) */
+    const char *deny_rule, *deny_reason;
+    const char *hold_rule, *hold_reason;
+    bool touches_phi;
+    bool literal_sensitive;     /* a literal's value was consulted (LIMIT, set_config...) */
+    bool uncacheable;           /* depends on or changes session state */
+    bool rewritten;             /* produced edits */
+    sp_outinfo *cols;
+    int ncols;
+    sp_effect_kind effect;
+    const char *effect_name;
+    sqlp_class effect_class;    /* PREPARE: class of what EXECUTE will run */
+} sp_stmt_result;
+
+typedef struct sp_sess_entry sp_sess_entry;
+struct sp_sess_entry {
+    sp_sess_entry *next;
+    char *name;
+    sqlp_class cls;
+    size_t ncols;
+    sqlp_output_column *cols;
+};
+
+struct sqlp_session {
+    sp_sess_entry *prepared;
+    sp_sess_entry *cursors;
+};
+const sp_sess_entry *sp_session_find(const sqlp_session *s, bool cursor, const char *name);
+
+typedef struct sp_span {
+    uint32_t start, end;
+} sp_span;
+
+/* The analysis of one query string (every statement in it). */
+typedef struct sp_analysis {
+    sp_arena *a;
+    sqlp_engine *eng;
+    const sqlp_catalog *cat;
+    const sqlp_role *role;
+    const sp_profile *profile;
+    sqlp_dialect dialect;
+    const sqlp_session *session;
+    const char *sql;
+    size_t len;
+    const sp_lexed *lx;
+    const char **path;          /* search path */
+    int npath;
+    sp_stmt_result *st;         /* current statement */
+    sp_stmt_result *stmts;
+    int nstmts;
+    sp_edit *edits;
+    int nedits, capedits;
+    /* verify mode: the string is a rewrite; every PHI reference that needs a
+     * mask must lie inside one of these inserted spans */
+    bool verify;
+    const sp_span *spans;
+    int nspans;
+    bool verify_failed;
+    const char *verify_why;
+    void *priv;                 /* analyze.c's per-run state */
+} sp_analysis;
+
+/* Analyse every statement of the parsed string (a PgQuery__ParseResult). */
+void sp_analyse(sp_analysis *an, const void *parse_result);
+
 /* ---- engine ------------------------------------------------------------- */
 
 typedef struct sp_cache sp_cache;

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from harness import (AGENT, AGENT_PASSWORD, OUTSIDER, OUTSIDER_PASSWORD, REPO, Binaries, Gateway, Stack, TlsPair,
-                     _running, default_config, free_port, read_stack_env, run_psql, scram_verifier,
+                     _running, audit_keygen, default_config, free_port, read_stack_env, run_psql, scram_verifier,
                      stack_env_path, stop_and_check, deep_merge)
 
 
@@ -95,12 +95,18 @@ def upstream_secret_file(tmp_path_factory, stack):
 # ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def gateway_maker(tmp_path_factory, binaries, stack, tls_pair, upstream_secret_file, verifiers):
+def audit_key(tmp_path_factory, binaries):
+    return audit_keygen(binaries, tmp_path_factory.mktemp("audit-key") / "key")
+
+
+@pytest.fixture(scope="session")
+def gateway_maker(tmp_path_factory, binaries, stack, tls_pair, upstream_secret_file, verifiers, audit_key):
     """make(overrides) -> a started Gateway; overrides are deep-merged into default_config
     (a value of None removes a key)."""
     def make(overrides=None, name="phigate"):
         workdir = tmp_path_factory.mktemp(name)
-        cfg = default_config(workdir, stack, tls_pair, upstream_secret_file, verifiers, free_port())
+        cfg = default_config(workdir, stack, tls_pair, upstream_secret_file, verifiers, audit_key,
+                             free_port())
         gw = Gateway(workdir, binaries, stack, deep_merge(cfg, overrides or {}))
         gw.start()
         _running.append(gw)

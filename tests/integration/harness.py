@@ -123,6 +123,14 @@ class TlsPair:
     key: Path
 
 
+def audit_keygen(binaries, folder):
+    """An Ed25519 audit signing key made by phigatectl; returns the private key file."""
+    out = subprocess.run([str(binaries.phigatectl), "audit", "keygen", "--out", str(folder)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return Path(folder) / "audit_ed25519.key"
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -199,10 +207,10 @@ class Gateway:
         check = subprocess.run([str(self.binaries.phigate), "--check-config", str(self.config_path)],
                                capture_output=True, text=True, timeout=30, env=gateway_env())
         assert check.returncode == 0, f"config rejected:\n{check.stderr}\n{self.config_path.read_text()}"
-        self.proc = subprocess.Popen([str(self.binaries.phigate), "--config", str(self.config_path)],
-                                     stdin=subprocess.DEVNULL, stdout=open(self.stdout_path, "wb"),
-                                     stderr=open(self.stderr_path, "wb"), env=gateway_env(),
-                                     start_new_session=True)
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen([str(self.binaries.phigate), "--config", str(self.config_path)],
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=gateway_env(),
+                                         start_new_session=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -213,6 +221,8 @@ class Gateway:
                     return self
             except OSError:
                 time.sleep(0.05)
+        self.proc.kill()
+        self.proc.wait(timeout=10)
         raise AssertionError(f"phigate did not listen on {self.port} within 20 s:\n{self.diagnostics()}")
 
     def stop(self):
@@ -254,6 +264,13 @@ class Gateway:
             return self.stderr_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def audit_text(self):
+        """Everything in the audit folder, as text."""
+        folder = Path(self.config.get("audit", {}).get("dir", "/nonexistent"))
+        if not folder.is_dir():
+            return ""
+        return "\n".join(f.read_text(errors="replace") for f in sorted(folder.rglob("*")) if f.is_file())
 
     def log(self):
         try:
@@ -301,16 +318,17 @@ def gateway_env():
 _running = []  # every Gateway started and not yet stopped
 
 
-def default_config(workdir, stack, tls_pair, secret_file, verifiers, port):
+def default_config(workdir, stack, tls_pair, secret_file, verifiers, audit_key, port):
     """The configuration most tests use: upstreams clinic and bench on the stack's PostgreSQL,
-    'nowhere' on a port where nothing listens, TLS offered (not required)."""
+    'nowhere' on a port where nothing listens, TLS offered (not required), audit on."""
     upstream = {"protocol": "postgres", "host": stack.host, "port": stack.pg_port, "user": stack.user,
                 "password_file": str(secret_file), "tls": "disable"}
     return {
         "phigate": {"log_level": "info", "log_file": str(workdir / "phigate.log"),
-                    "pid_file": str(workdir / "phigate.pid")},
+                    "pid_file": str(workdir / "phigate.pid"), "masking_rules": str(REPO / "masking-rules")},
         "listen": {"postgres": {"address": "127.0.0.1", "port": port}},
         "tls": {"cert_file": str(tls_pair.cert), "key_file": str(tls_pair.key), "require": False},
+        "audit": {"enabled": True, "dir": str(workdir / "audit"), "key_file": str(audit_key)},
         "limits": {"max_message_bytes": "16MB", "max_startup_bytes": 10000, "max_clients": 1000,
                    "client_buffer_bytes": "1MB", "auth_timeout_ms": 15000},
         "upstreams": {

@@ -53,10 +53,12 @@ def test_upstream_password_never_reaches_the_client(gateway, stack, psql_via):
     assert stack.password not in seen
 
 
-def test_upstream_password_is_not_in_phigate_log_or_output(gateway, stack, psql_via):
+def test_upstream_password_is_not_in_phigate_log_audit_or_output(gateway, stack, psql_via):
     everything_a_client_can_see(gateway, psql_via)
     assert "DEBUG" in gateway.log()  # debug logging was on
-    for text in (gateway.log(), gateway.stderr(), gateway.stdout_path.read_text(errors="replace")):
+    assert "select 1/0" in gateway.audit_text()  # the audit log did record the session
+    for text in (gateway.log(), gateway.audit_text(), gateway.stderr(),
+                 gateway.stdout_path.read_text(errors="replace")):
         assert stack.password not in text
 
 

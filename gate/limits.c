@@ -1,0 +1,70 @@
+#include "gate/limits.h"
+
+#include <stdlib.h>
+
+typedef struct slot {
+    int connections;
+    double tokens;
+    uint64_t refilled_ns;
+} slot;
+
+struct identity_limits {
+    size_t n;
+    slot *slots;
+};
+
+identity_limits *limits_new(size_t n)
+{
+    identity_limits *l = calloc(1, sizeof *l);
+    l->n = n;
+    l->slots = calloc(n ? n : 1, sizeof *l->slots);
+    for (size_t i = 0; i < n; i++)
+        l->slots[i].tokens = -1; /* filled on first use, when the rate is known */
+    return l;
+}
+
+void limits_free(identity_limits *l)
+{
+    if (!l)
+        return;
+    free(l->slots);
+    free(l);
+}
+
+bool limits_acquire_connection(identity_limits *l, size_t i, int max)
+{
+    if (i >= l->n)
+        return false;
+    if (max > 0 && l->slots[i].connections >= max)
+        return false;
+    l->slots[i].connections++;
+    return true;
+}
+
+void limits_release_connection(identity_limits *l, size_t i)
+{
+    if (i < l->n && l->slots[i].connections > 0)
+        l->slots[i].connections--;
+}
+
+bool limits_take_statement(identity_limits *l, size_t i, int per_second, uint64_t now_ns)
+{
+    if (i >= l->n)
+        return false;
+    if (per_second <= 0)
+        return true;
+    slot *s = &l->slots[i];
+    if (s->tokens < 0) {
+        s->tokens = per_second;
+        s->refilled_ns = now_ns;
+    }
+    double elapsed = (double)(now_ns - s->refilled_ns) / 1e9;
+    s->refilled_ns = now_ns;
+    s->tokens += elapsed * per_second;
+    if (s->tokens > per_second)
+        s->tokens = per_second; /* burst: one second's worth */
+    if (s->tokens < 1)
+        return false;
+    s->tokens -= 1;
+    return true;
+}
