@@ -25,7 +25,7 @@
 /* Startup parameters a client may pass through; anything else is dropped so a
  * client cannot change how phigate parses (e.g. "options=-c standard_conforming_strings=off"). */
 static const char *const passthrough_params[] = {
-    "application_name", "client_encoding", "DateStyle", "TimeZone", "extra_float_digits", "IntervalStyle",
+    "client_encoding", "DateStyle", "TimeZone", "extra_float_digits", "IntervalStyle",
     "search_path", NULL,
 };
 
@@ -45,6 +45,13 @@ static void send_startup(pg_session *s)
     params[n++] = (pg_startup_param){"database", s->up->database};
     /* libpg_query parses like a server with standard_conforming_strings on: pin it. */
     params[n++] = (pg_startup_param){"standard_conforming_strings", "on"};
+    /* The database's own logs (log_line_prefix %a, pg_stat_activity, pgaudit)
+     * attribute the session to the agent, not to phigate's shared login. */
+    char app[200]; /* the server keeps the first 63 bytes */
+    const char *client_app = pg_startup_get(&s->startup, "application_name");
+    snprintf(app, sizeof app, "phigate/%s/%llu%s%s", s->user, (unsigned long long)s->id,
+             client_app && *client_app ? "/" : "", client_app ? client_app : "");
+    params[n++] = (pg_startup_param){"application_name", app};
     for (size_t i = 0; i < s->startup.nparams; i++)
         for (const char *const *p = passthrough_params; *p; p++)
             if (strcmp(s->startup.params[i].name, *p) == 0 && n < sizeof params / sizeof params[0])
