@@ -21,6 +21,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,15 @@
 #define MAX_LIST 1000      /* items in one list reply */
 #define MAX_GRANT_TTL_S 604800
 #define LOG_PREFIX "approvals"
+#define LIST_BUDGET "16777216" /* statement bytes in one list reply */
+
+/* The scripts, loaded (SCRIPT LOAD) in every connection's handshake and run by
+ * EVALSHA, so a poll sends a digest, not a kilobyte of Lua. */
+typedef enum { S_BEGIN, S_CLAIM, S_DECIDE, S_WITHDRAW, S_STOPPED_WAITING, S_LIST, S_GET, S_COUNT } script_id;
+static const char *const script_text[S_COUNT] = {
+    APPROVALS_LUA_BEGIN,    APPROVALS_LUA_CLAIM, APPROVALS_LUA_DECIDE, APPROVALS_LUA_WITHDRAW,
+    APPROVALS_LUA_STOPPED_WAITING, APPROVALS_LUA_LIST, APPROVALS_LUA_GET,
+};
 
 _Static_assert((int)APPROVAL_GRANT_MODE_SINGLE_USE == (int)APPROVAL_GRANT_SINGLE_USE, "grant mode values");
 _Static_assert((int)APPROVAL_GRANT_MODE_TTL == (int)APPROVAL_GRANT_TTL, "grant mode values");
@@ -59,6 +69,7 @@ typedef struct rconn {
     rconn_state state;
     redisAsyncContext *ac;
     uint64_t gen;     /* bumped per socket, so a stale timeout cannot reset a new one */
+    int scripts_loaded; /* handshake progress (command connection) */
     uint32_t backoff_ms;
     bool logged_down; /* one warning per outage, not one per retry */
     struct event *retry_ev, *deadline_ev, *reset_ev;
@@ -98,7 +109,8 @@ struct approval_wait {
     uint32_t wait_ms;
     approval_cb cb;
     void *arg;
-    struct event *deadline_ev, *poll_ev, *fire_ev;
+    struct event *deadline_ev, *poll_ev, *fire_ev, *expiry_ev;
+    uint64_t ttl_ms; /* request lifetime in Redis (expires - created) */
     approval_outcome outcome;
     char *approver, *reason, *granted_id;
     uint64_t row_cap;
@@ -137,6 +149,7 @@ struct approvals {
     uint32_t request_ttl_s, grant_ttl_s, timeout_ms, poll_ms;
     approvals_grant_mode grant_mode;
     rconn cmd, sub;
+    char sha[S_COUNT][2 * SHA_DIGEST_LENGTH + 1];
     struct event *health_ev;
     approval_wait *waiters;
     approvals_op *ops;
@@ -407,8 +420,23 @@ static void on_auth(redisAsyncContext *ac, void *reply, void *priv)
 
 static void on_ping(redisAsyncContext *ac, void *reply, void *priv)
 {
+    handshake_reply_ok(priv, ac, reply, "PING (is it still loading its data?)");
+}
+
+/* The last script loaded completes the handshake. */
+static void on_script_loaded(redisAsyncContext *ac, void *reply, void *priv)
+{
     rconn *c = priv;
-    if (handshake_reply_ok(c, ac, reply, "PING"))
+    const redisReply *r = reply;
+    if (!handshake_reply_ok(c, ac, r, "SCRIPT LOAD"))
+        return;
+    int i = c->scripts_loaded;
+    if (i >= S_COUNT || r->type != REDIS_REPLY_STRING || r->len != 2 * SHA_DIGEST_LENGTH ||
+        memcmp(r->str, c->a->sha[i], r->len) != 0) {
+        rconn_fail(c, "Redis returned an unexpected digest for a loaded script");
+        return;
+    }
+    if (++c->scripts_loaded == S_COUNT)
         rconn_ready(c);
 }
 
@@ -478,6 +506,9 @@ static void rconn_connect(rconn *c)
     } else {
         /* PING fails while Redis loads its AOF: not ready until it answers. */
         redisAsyncCommand(ac, on_ping, c, "PING");
+        c->scripts_loaded = 0;
+        for (int i = 0; i < S_COUNT; i++)
+            redisAsyncCommand(ac, on_script_loaded, c, "SCRIPT LOAD %s", script_text[i]);
     }
 }
 
@@ -549,6 +580,9 @@ static void on_rcmd_reply(redisAsyncContext *ac, void *reply, void *priv)
         rcmd_finish(q, NULL, q->a->last_error[0] ? q->a->last_error : "connection to Redis lost");
     } else if (r->type == REDIS_REPLY_ERROR) {
         snprintf(q->err, sizeof q->err, "Redis error: %.*s", r->len > 120 ? 120 : (int)r->len, r->str);
+        /* Our scripts were flushed: reconnecting loads them again. */
+        if (r->len >= 8 && memcmp(r->str, "NOSCRIPT", 8) == 0 && q->c->gen == q->gen)
+            rconn_fail(q->c, "Redis forgot phigate's scripts (SCRIPT FLUSH?)");
         rcmd_finish(q, NULL, q->err);
     } else {
         rcmd_finish(q, r, NULL);
@@ -609,16 +643,16 @@ static void rcmd_send(approvals *a, rcmd_fn fn, void *priv, int argc, const char
     evtimer_add(q->timer, &tv);
 }
 
-/* EVAL script 0 prefix args... */
-static void rcmd_eval(approvals *a, rcmd_fn fn, void *priv, const char *script, int nargs, const char **args,
+/* EVALSHA <script> 0 prefix args... */
+static void rcmd_eval(approvals *a, rcmd_fn fn, void *priv, script_id script, int nargs, const char **args,
                       const size_t *lens)
 {
     const char *argv[24];
     size_t argl[24];
     if (nargs + 4 > 24)
         abort();
-    argv[0] = "EVAL", argl[0] = 4;
-    argv[1] = script, argl[1] = strlen(script);
+    argv[0] = "EVALSHA", argl[0] = 7;
+    argv[1] = a->sha[script], argl[1] = strlen(a->sha[script]);
     argv[2] = "0", argl[2] = 1;
     argv[3] = a->prefix, argl[3] = strlen(a->prefix);
     for (int i = 0; i < nargs; i++) {
@@ -687,6 +721,7 @@ static void waiter_set_state(approval_wait *w, wait_state to)
     if (to == W_DONE || to == W_CANCELLED) {
         evtimer_del(w->deadline_ev);
         evtimer_del(w->poll_ev);
+        evtimer_del(w->expiry_ev);
     }
 }
 
@@ -699,7 +734,7 @@ static void waiter_free(approval_wait *w)
         a->waiters = w->next;
     if (w->next)
         w->next->prev = w->prev;
-    event_free(w->deadline_ev), event_free(w->poll_ev), event_free(w->fire_ev);
+    event_free(w->deadline_ev), event_free(w->poll_ev), event_free(w->fire_ev), event_free(w->expiry_ev);
     free(w->approver), free(w->reason), free(w->granted_id);
     free(w);
 }
@@ -822,7 +857,7 @@ static void waiter_claim(approval_wait *w)
     const char *args[] = {w->id};
     w->claim_busy = true;
     w->inflight++;
-    rcmd_eval(w->a, on_claim, w, APPROVALS_LUA_CLAIM, 1, args, NULL);
+    rcmd_eval(w->a, on_claim, w, S_CLAIM, 1, args, NULL);
 }
 
 static void on_poll(evutil_socket_t fd, short what, void *arg)
@@ -847,7 +882,7 @@ static void on_wait_deadline(evutil_socket_t fd, short what, void *arg)
                   "again after it is approved",
                   w->id, (unsigned)((w->wait_ms + 999) / 1000));
     const char *args[] = {w->id};
-    rcmd_eval(w->a, on_stopped_waiting, NULL, APPROVALS_LUA_STOPPED_WAITING, 1, args, NULL);
+    rcmd_eval(w->a, on_stopped_waiting, NULL, S_STOPPED_WAITING, 1, args, NULL);
 }
 
 static void waiter_start_waiting(approval_wait *w)
@@ -860,6 +895,11 @@ static void waiter_start_waiting(approval_wait *w)
     struct timeval dl = ms_tv(w->wait_ms), poll = ms_tv(w->a->poll_ms);
     evtimer_add(w->deadline_ev, &dl);
     evtimer_add(w->poll_ev, &poll);
+    /* Expiry is noticed by whoever reads the request next: be that reader. */
+    if (w->ttl_ms && w->ttl_ms < w->wait_ms) {
+        struct timeval ex = ms_tv((uint32_t)w->ttl_ms + 50);
+        evtimer_add(w->expiry_ev, &ex);
+    }
 }
 
 static void on_begin(approvals *a, void *priv, const redisReply *r, const char *err)
@@ -876,7 +916,9 @@ static void on_begin(approvals *a, void *priv, const redisReply *r, const char *
             waiter_finish(w, APPROVAL_APPROVED, who, ru64(r, 4), "%s", why ? why : "");
             free(who), free(why);
         } else if (rstr_is(r, 0, "pending")) {
+            uint64_t created = ru64(r, 1), expires = ru64(r, 2);
             w->created = true;
+            w->ttl_ms = expires > created && expires - created < UINT32_MAX ? expires - created : 0;
             log_msg(LOG_LEVEL_INFO, LOG_PREFIX, "request %s: pending, waiting up to %u ms", w->id,
                     (unsigned)w->wait_ms);
             waiter_start_waiting(w);
@@ -927,13 +969,12 @@ static approval_wait *waiter_new(approvals *a, approval_cb cb, void *arg, uint32
     w->deadline_ev = evtimer_new(a->base, on_wait_deadline, w);
     w->poll_ev = event_new(a->base, -1, EV_PERSIST, on_poll, w);
     w->fire_ev = event_new(a->base, -1, 0, on_waiter_fire, w);
-    if (!w->deadline_ev || !w->poll_ev || !w->fire_ev || !new_id(w->id)) {
-        if (w->deadline_ev)
-            event_free(w->deadline_ev);
-        if (w->poll_ev)
-            event_free(w->poll_ev);
-        if (w->fire_ev)
-            event_free(w->fire_ev);
+    w->expiry_ev = evtimer_new(a->base, on_poll, w);
+    if (!w->deadline_ev || !w->poll_ev || !w->fire_ev || !w->expiry_ev || !new_id(w->id)) {
+        struct event *evs[] = {w->deadline_ev, w->poll_ev, w->fire_ev, w->expiry_ev};
+        for (size_t i = 0; i < 4; i++)
+            if (evs[i])
+                event_free(evs[i]);
         free(w);
         return NULL;
     }
@@ -974,7 +1015,7 @@ approval_wait *approvals_request(approvals *a, const approval_request *req, appr
                           nz(req->database), nz(req->protocol), nz(req->statement), nz(req->reason),
                           nz(req->rule),   ttl,               a->instance};
     w->inflight++;
-    rcmd_eval(a, on_begin, w, APPROVALS_LUA_BEGIN, (int)(sizeof args / sizeof args[0]), args, NULL);
+    rcmd_eval(a, on_begin, w, S_BEGIN, (int)(sizeof args / sizeof args[0]), args, NULL);
     return w;
 }
 
@@ -995,7 +1036,7 @@ void approval_wait_cancel(approval_wait *w)
     if (live) {
         /* Same connection as BEGIN, so Redis runs it after the request exists. */
         const char *args[] = {w->id};
-        rcmd_eval(w->a, on_withdrawn, NULL, APPROVALS_LUA_WITHDRAW, 1, args, NULL);
+        rcmd_eval(w->a, on_withdrawn, NULL, S_WITHDRAW, 1, args, NULL);
         log_msg(LOG_LEVEL_INFO, LOG_PREFIX, "request %s: withdrawn by the agent", w->id);
     }
     waiter_maybe_free(w);
@@ -1191,8 +1232,8 @@ approvals_op *approvals_list_pending(approvals *a, size_t limit, approvals_info_
     op->info_cb = cb;
     char lim[24];
     snprintf(lim, sizeof lim, "%zu", limit < 1 ? 1 : limit > MAX_LIST ? MAX_LIST : limit);
-    const char *args[] = {lim};
-    rcmd_eval(a, on_info_reply_op, op, APPROVALS_LUA_LIST, 1, args, NULL);
+    const char *args[] = {lim, LIST_BUDGET};
+    rcmd_eval(a, on_info_reply_op, op, S_LIST, 2, args, NULL);
     return op;
 }
 
@@ -1208,7 +1249,7 @@ approvals_op *approvals_get(approvals *a, const char *id, approvals_info_cb cb, 
         return op;
     }
     const char *args[] = {id};
-    rcmd_eval(a, on_info_reply_op, op, APPROVALS_LUA_GET, 1, args, NULL);
+    rcmd_eval(a, on_info_reply_op, op, S_GET, 1, args, NULL);
     return op;
 }
 
@@ -1286,7 +1327,7 @@ approvals_op *approvals_decide(approvals *a, const approval_decision *d, approva
     snprintf(cap, sizeof cap, "%llu", (unsigned long long)d->row_cap);
     const char *args[] = {d->request_id, d->approver, d->approve ? "approve" : "deny", nz(d->reason),
                           a->grant_mode == APPROVAL_GRANT_MODE_TTL ? "ttl" : "single_use", ttl, cap};
-    rcmd_eval(a, on_decide, op, APPROVALS_LUA_DECIDE, (int)(sizeof args / sizeof args[0]), args, NULL);
+    rcmd_eval(a, on_decide, op, S_DECIDE, (int)(sizeof args / sizeof args[0]), args, NULL);
     return op;
 }
 
@@ -1336,6 +1377,12 @@ approvals *approvals_new(struct event_base *base, const approvals_opts *o, char 
     a->timeout_ms = o->timeout_ms ? o->timeout_ms : 2000;
     a->poll_ms = o->poll_ms ? o->poll_ms : 1000;
     snprintf(a->last_error, sizeof a->last_error, "connecting");
+    for (int i = 0; i < S_COUNT; i++) {
+        uint8_t md[SHA_DIGEST_LENGTH];
+        SHA1((const uint8_t *)script_text[i], strlen(script_text[i]), md);
+        for (int j = 0; j < SHA_DIGEST_LENGTH; j++)
+            snprintf(a->sha[i] + 2 * j, 3, "%02x", md[j]);
+    }
     a->health_ev = evtimer_new(base, on_health, a);
     if (!a->host || !a->prefix || !a->instance || (o->password && !a->password) || !a->health_ev ||
         !rconn_init(a, &a->cmd, "command", false) || !rconn_init(a, &a->sub, "events", true)) {

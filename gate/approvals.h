@@ -29,7 +29,7 @@
  *                   h = sha1(identity NUL fingerprint); expires by PEXPIREAT
  *   P events        pub/sub channel: "new <id>", "decided <id>", "withdrawn <id>",
  *                   "expired <id>"
- * Every state change is one Lua script (EVAL), so two approvers racing cannot
+ * Every state change is one Lua script (EVALSHA), so two approvers racing cannot
  * both win, an expired or withdrawn request cannot be approved, a requester
  * cannot approve their own request, and a single-use grant is used once.
  */

@@ -157,21 +157,26 @@
     "if redis.call('HGET', rk, 'status') == 'pending' then redis.call('HSET', rk, 'waiting', '0') end\n"           \
     "return 'ok'\n"
 
-/* LIST: pending requests oldest first, repairing the index on the way.
- * ARGV: prefix limit  -> {now_ms, {field, value, ...}, ...} */
+/* LIST: pending requests oldest first, repairing the index on the way; stops
+ * once the statements add up to the byte budget (at least one is returned).
+ * ARGV: prefix limit budget  -> {now_ms, {field, value, ...}, ...} */
 #define APPROVALS_LUA_LIST                                                                                         \
     APPROVALS_LUA_PRELUDE                                                                                          \
     "local p = ARGV[1]\n"                                                                                          \
     "local now = now_ms()\n"                                                                                       \
     "local ids = redis.call('ZRANGE', p .. 'pending', 0, tonumber(ARGV[2]) - 1)\n"                                 \
-    "local out = {fmt(now)}\n"                                                                                     \
+    "local out, bytes = {fmt(now)}, 0\n"                                                                           \
     "for _, id in ipairs(ids) do\n"                                                                                \
     "  local rk = p .. 'req:' .. id\n"                                                                             \
     "  local flat = redis.call('HGETALL', rk)\n"                                                                   \
     "  local h = tohash(flat)\n"                                                                                   \
     "  if #flat == 0 or h.status ~= 'pending' then redis.call('ZREM', p .. 'pending', id)\n"                       \
     "  elseif tonumber(h.expires or '0') <= now then expire_request(p, id, rk, now)\n"                             \
-    "  else out[#out + 1] = flat end\n"                                                                            \
+    "  else\n"                                                                                                     \
+    "    bytes = bytes + #(h.statement or '')\n"                                                                   \
+    "    if #out > 1 and bytes > tonumber(ARGV[3]) then break end\n"                                               \
+    "    out[#out + 1] = flat\n"                                                                                   \
+    "  end\n"                                                                                                      \
     "end\n"                                                                                                        \
     "return out\n"
 

@@ -14,6 +14,7 @@
 #include "gate/audit_log.h"
 #include "gate/config.h"
 #include "gate/log.h"
+#include "myfront/my_front.h"
 #include "pgfront/pg_front.h"
 
 #define PHIGATE_VERSION "0.1.0"
@@ -118,6 +119,18 @@ static int run(const char *path)
         config_free(cfg);
         return 1;
     }
+    my_server *my = NULL;
+    if (cfg->my_enabled && !(my = my_server_new(base, cfg, audit, err, sizeof err))) {
+        log_error("cannot start myfront: %s", err);
+        fprintf(stderr, "phigate: cannot start myfront: %s\n", err);
+        pg_server_shutdown(pg);
+        if (audit)
+            audit_log_close(audit);
+        pg_server_free(pg);
+        event_base_free(base);
+        config_free(cfg);
+        return 1;
+    }
     if (cfg->pid_file && !write_pid_file(cfg->pid_file))
         log_warn("cannot write pid file %s: %s", cfg->pid_file, strerror(errno));
     struct event *sigterm = evsignal_new(base, SIGTERM, on_stop_signal, base);
@@ -126,11 +139,15 @@ static int run(const char *path)
     event_add(sigterm, NULL), event_add(sigint, NULL), event_add(sighup, NULL);
     log_info("phigate %s started (pid %ld)", PHIGATE_VERSION, (long)getpid());
     event_base_dispatch(base);
-    log_info("phigate stopped with %zu sessions open", pg_server_session_count(pg));
+    log_info("phigate stopped with %zu sessions open",
+             pg_server_session_count(pg) + (my ? my_server_session_count(my) : 0));
     pg_server_shutdown(pg);
+    if (my)
+        my_server_shutdown(my);
     if (audit)
         audit_log_close(audit);
     pg_server_free(pg);
+    my_server_free(my);
     event_free(sigterm), event_free(sigint), event_free(sighup);
     event_base_free(base);
     if (cfg->pid_file)

@@ -7,6 +7,7 @@
 #include <event2/buffer.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -819,4 +820,21 @@ void my_sha2_response(const char *password, const uint8_t scramble[MY_SCRAMBLE_L
         out[i] = s1[i] ^ mix[i];
     *outlen = 32;
     OPENSSL_cleanse(s1, sizeof s1);
+}
+
+bool my_scram_password_ok(const char *password, size_t len, const uint8_t *salt, size_t salt_len, int iterations,
+                          const uint8_t stored_key[32])
+{
+    uint8_t salted[32], client_key[32], check[32];
+    unsigned int l = sizeof client_key;
+    if (iterations < 1 || len > 1024 ||
+        PKCS5_PBKDF2_HMAC(password, (int)len, salt, (int)salt_len, iterations, EVP_sha256(), sizeof salted,
+                          salted) != 1)
+        return false;
+    HMAC(EVP_sha256(), salted, sizeof salted, (const uint8_t *)"Client Key", 10, client_key, &l);
+    digest(EVP_sha256(), client_key, sizeof client_key, NULL, 0, check);
+    bool ok = CRYPTO_memcmp(check, stored_key, 32) == 0;
+    OPENSSL_cleanse(salted, sizeof salted);
+    OPENSSL_cleanse(client_key, sizeof client_key);
+    return ok;
 }

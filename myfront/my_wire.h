@@ -366,5 +366,10 @@ MY_MUSTCHECK bool my_native_verify(const uint8_t stored[20], const uint8_t scram
  * SHA256(pw) XOR SHA256(SHA256(SHA256(pw)) + scramble). */
 void my_sha2_response(const char *password, const uint8_t scramble[MY_SCRAMBLE_LEN], uint8_t out[32],
                       size_t *outlen);
+/* caching_sha2 full authentication checked against a SCRAM-SHA-256 verifier:
+ * PBKDF2-HMAC-SHA256(password, salt, iterations) -> ClientKey -> SHA-256,
+ * compared with StoredKey in constant time. */
+MY_MUSTCHECK bool my_scram_password_ok(const char *password, size_t len, const uint8_t *salt, size_t salt_len,
+                                       int iterations, const uint8_t stored_key[32]);
 
 #endif

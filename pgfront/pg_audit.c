@@ -176,7 +176,7 @@ static void column_facts(const sqlp_decision *d, audit_column *cols, size_t max,
 }
 
 static void statement_record(pg_session *s, const char *sql, size_t len, const sqlp_decision *d,
-                             const audit_param *params, size_t nparams)
+                             const audit_param *params, size_t nparams, const char *approval_id)
 {
     audit_column cols[64];
     size_t ncols;
@@ -198,6 +198,7 @@ static void statement_record(pg_session *s, const char *sql, size_t len, const s
         .reason = d->reason,
         .columns = cols,
         .ncolumns = ncols,
+        .approval_id = approval_id,
     };
     append_waited(s, audit_rec_statement(&info));
 }
@@ -207,9 +208,28 @@ void pg_audit_statement(pg_session *s, const char *sql, size_t len, const sqlp_d
     if (!log_of(s))
         return;
     s->statements++;
-    statement_record(s, sql, len, d, NULL, 0);
+    statement_record(s, sql, len, d, NULL, 0, NULL);
     /* A Query's result (or refusal) ends at its ReadyForQuery; a refused Parse's at its error. */
     push_tracker(s, query ? TRACK_QUERY : TRACK_EXECUTE, s->statements);
+}
+
+void pg_audit_statement_approved(pg_session *s, const char *sql, size_t len, const sqlp_decision *d, bool query,
+                                 const char *approval_id)
+{
+    if (!log_of(s))
+        return;
+    s->statements++;
+    statement_record(s, sql, len, d, NULL, 0, approval_id);
+    push_tracker(s, query ? TRACK_QUERY : TRACK_EXECUTE, s->statements);
+}
+
+void pg_audit_approval(pg_session *s, const char *event, const char *request_id, const char *approver,
+                       const char *reason, const char *fingerprint)
+{
+    if (!log_of(s))
+        return;
+    audit_approval_info a = {s->audit_session, s->statements + 1, request_id, event, approver, reason, fingerprint};
+    audit_log_append(log_of(s), audit_rec_approval(&a), NULL, NULL);
 }
 
 static portal *find_portal(pg_audit_state *st, const char *name)
@@ -313,7 +333,7 @@ void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_
         params[i] = p->null[i] ? (audit_param){NULL, 0} : (audit_param){p->params[i], strlen(p->params[i])};
     s->statements++;
     if (d) {
-        statement_record(s, text, strlen(text), d, params, np);
+        statement_record(s, text, strlen(text), d, params, np, NULL);
     } else {
         /* Unknown portal: the server will fail it; still one record per Execute. */
         static const char unknown[] = "(execute of an unknown portal)";

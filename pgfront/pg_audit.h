@@ -29,6 +29,12 @@ const char *pg_audit_unavailable(pg_session *s);
 
 /* A Query, or a Parse that was refused: the statement record now. */
 void pg_audit_statement(pg_session *s, const char *sql, size_t len, const sqlp_decision *d, bool query);
+/* A held statement that an approval released. */
+void pg_audit_statement_approved(pg_session *s, const char *sql, size_t len, const sqlp_decision *d, bool query,
+                                 const char *approval_id);
+/* Approval events: requested outcome names ("approved", "denied", "timeout", ...). */
+void pg_audit_approval(pg_session *s, const char *event, const char *request_id, const char *approver,
+                       const char *reason, const char *fingerprint);
 /* Client Bind / Execute (message of total bytes at pos in in). */
 void pg_audit_bind(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos, uint32_t total);
 void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos, uint32_t total);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "gate/log.h"
+#include "pgfront/pg_hold.h"
 #include "pgfront/pg_session.h"
 
 #define CANCEL_BUCKETS 4096
@@ -76,6 +77,12 @@ void pg_cancel_request(pg_server *srv, uint32_t pid, uint32_t key)
     /* Constant-time compare: the key is a secret. */
     if (!s || CRYPTO_memcmp(&expected, &key, sizeof key) != 0 || s->ustate != PGU_READY) {
         log_info("cancel request with unknown keys ignored");
+        return;
+    }
+    if (pg_hold_waiting(s)) {
+        /* The statement never reached the upstream: cancelling withdraws its approval request. */
+        pg_hold_cancel(s);
+        pg_session_flush(s);
         return;
     }
     struct sockaddr_storage ss;

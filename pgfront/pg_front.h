@@ -11,6 +11,7 @@
 struct event_base;
 struct config;
 struct audit_log;
+struct approvals;
 
 typedef struct pg_server pg_server;
 
@@ -20,6 +21,8 @@ pg_server *pg_server_new(struct event_base *base, const struct config *cfg, stru
 /* Close every session (their disconnect records are appended); then close the
  * audit log, then pg_server_free, which frees them. */
 void pg_server_shutdown(pg_server *srv);
+/* Held statements wait for approvals through a (NULL: they are refused). */
+void pg_server_set_approvals(pg_server *srv, struct approvals *a);
 void pg_server_free(pg_server *srv);
 size_t pg_server_session_count(const pg_server *srv);
 

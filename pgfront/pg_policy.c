@@ -17,6 +17,7 @@
 #include "gate/conn.h"
 #include "gate/log.h"
 #include "pgfront/pg_audit.h"
+#include "pgfront/pg_hold.h"
 #include "pgfront/pg_session.h"
 
 #define DEFAULT_RULES_DIR "masking-rules"
@@ -198,6 +199,11 @@ static void remember_statement(pg_session *s, const char *name, const char *sql,
     set_tracked(t, sql, len, d);
 }
 
+void pg_policy_remember(pg_session *s, const char *name, const char *sql, size_t len, sqlp_decision *d)
+{
+    remember_statement(s, name, sql, len, d);
+}
+
 const sqlp_decision *pg_policy_prepared(pg_session *s, const char *name, const char **text)
 {
     pg_policy_state *st = state_of(s);
@@ -322,6 +328,8 @@ pg_policy_action pg_policy_client_message(pg_session *s, char type, uint32_t tot
     /* Which batch answers this statement: a Query is its own, a Parse the next Sync. */
     if (d->touches_phi)
         scrub_through(s, s->syncs_sent + 1);
+    if (d->verdict == SQLP_HOLD && pg_hold_start(s, type, total, name, sql, len, types, types_len, d))
+        return PG_POLICY_HELD; /* recorded when the outcome is known */
     bool refused = d->verdict != SQLP_ALLOW && d->verdict != SQLP_REWRITE;
     /* Queries are recorded now; a Parse at each Execute, or now if it is refused. */
     if (type == 'Q' || refused)

@@ -25,6 +25,7 @@ typedef enum {
     PG_POLICY_FORWARD,  /* the message is forwarded unchanged */
     PG_POLICY_REPLACED, /* the message was consumed and a rewritten one queued upstream */
     PG_POLICY_REFUSED,  /* the message was consumed and refused */
+    PG_POLICY_HELD,     /* the message waits for approval (pg_hold.c) */
     PG_POLICY_BROKEN,   /* malformed: the session was failed */
 } pg_policy_action;
 
@@ -40,6 +41,9 @@ void pg_policy_note_bind(pg_session *s, struct evbuffer *in, const struct evbuff
  * Moves the (possibly rewritten) message from in to out. */
 void pg_policy_server_message(pg_session *s, char type, uint32_t total, struct evbuffer *in, struct evbuffer *out);
 bool pg_policy_server_needs_look(const pg_session *s, char type);
+
+/* Keep a Parse's decision (takes over the reference) for the audit of its Executes. */
+void pg_policy_remember(pg_session *s, const char *name, const char *sql, size_t len, sqlp_decision *d);
 
 /* The decision and received text of a prepared statement ("" = unnamed); NULL if unknown. */
 const sqlp_decision *pg_policy_prepared(pg_session *s, const char *name, const char **text);

@@ -217,7 +217,7 @@ void pg_relay_client_data(pg_session *s)
     struct evbuffer *in = conn_input(s->client);
     struct evbuffer *up = conn_output(s->upstream);
     uint32_t max = (uint32_t)pg_server_config(s->server)->max_message_bytes;
-    while (s->state == PGC_ACTIVE && !s->client_paused) {
+    while (s->state == PGC_ACTIVE && !s->client_paused && !s->held) {
         size_t avail = evbuffer_get_length(in), run = 0;
         struct evbuffer_ptr pos;
         evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);

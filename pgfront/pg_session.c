@@ -24,6 +24,7 @@
 #include "gate/log.h"
 #include "gate/tls.h"
 #include "pgfront/pg_audit.h"
+#include "pgfront/pg_hold.h"
 #include "pgfront/pg_policy.h"
 
 struct pg_server {
@@ -38,6 +39,7 @@ struct pg_server {
     struct event *reaper;
     struct audit_log *audit;
     identity_limits *limits;
+    struct approvals *approvals;
     pg_session *dead;
     pg_session *all;
     size_t nsessions;
@@ -165,6 +167,7 @@ static void session_free(pg_session *s)
     if (s->all_next)
         s->all_next->all_prev = s->all_prev;
     pg_cancel_unregister(s);
+    pg_hold_free(s);
     pg_relay_free(s);
     pg_audit_session_free(s);
     if (s->timer)
@@ -487,6 +490,8 @@ pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audi
 
 SSL_CTX *pg_server_tls_ctx(const pg_server *srv) { return srv->tls_ctx; }
 struct audit_log *pg_server_audit(const pg_server *srv) { return srv->audit; }
+struct approvals *pg_server_approvals(const pg_server *srv) { return srv->approvals; }
+void pg_server_set_approvals(pg_server *srv, struct approvals *a) { srv->approvals = a; }
 
 void pg_server_shutdown(pg_server *srv)
 {

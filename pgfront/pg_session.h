@@ -116,6 +116,7 @@ typedef struct pg_session {
     const char *scram_method;
     bool counted;          /* holds one of its identity's connection slots */
     bool audit_held;       /* stopped reading upstream: results wait for the audit log */
+    struct pg_held *held;  /* a statement waiting for approval (pg_hold.c) */
     bool upstream_paused;  /* stopped reading upstream: client output is full */
     bool client_paused;    /* stopped reading client: upstream output is full */
 } pg_session;
@@ -164,6 +165,7 @@ void pg_session_upstream_callbacks(pg_session *s);
 void pg_session_flush(pg_session *s);
 SSL_CTX *pg_server_tls_ctx(const pg_server *srv);
 struct audit_log *pg_server_audit(const pg_server *srv);
+struct approvals *pg_server_approvals(const pg_server *srv);
 void pg_session_requeue_free(pg_session *s);
 /* Per-identity limits (gate/limits.h): false when exceeded. */
 bool pg_session_take_connection_slot(pg_session *s);

@@ -260,12 +260,14 @@ typedef enum {
     SPE_DECLARE,   /* name */
     SPE_DEALLOCATE,/* name, NULL: all */
     SPE_CLOSE,     /* name, NULL: all */
+    SPE_DISCARD,   /* DISCARD ALL: forget everything */
 } sp_effect_kind;
 
 typedef struct sp_stmt_result {
     uint32_t loc, len;          /* the statement's span in the string */
     sqlp_class cls;             /* its class */
     unsigned escalated;         /* bit per further class it needs (admin functions...) */
+    const char *escalated_why;  /* what needed the first of them */
     const char *deny_rule, *deny_reason;
     const char *hold_rule, *hold_reason;
     bool touches_phi;
@@ -277,6 +279,7 @@ typedef struct sp_stmt_result {
     sp_effect_kind effect;
     const char *effect_name;
     sqlp_class effect_class;    /* PREPARE: class of what EXECUTE will run */
+    const char *node;           /* statement node name, for messages */
 } sp_stmt_result;
 
 typedef struct sp_sess_entry sp_sess_entry;
@@ -340,6 +343,20 @@ struct sqlp_engine {
     sp_cache *cache;
     sqlp_role view_role;     /* the role view definitions are analysed with */
 };
+
+/* Decision references (engine.c) and the decision cache (cache.c). */
+void sp_decision_ref(sqlp_decision *d);
+size_t sp_decision_bytes(const sqlp_decision *d);
+sp_cache *sp_cache_new(size_t max_entries, size_t max_bytes);
+void sp_cache_free(sp_cache *c);
+/* A new reference to the cached decision for this key, or NULL. */
+sqlp_decision *sp_cache_get(sp_cache *c, const sqlp_role *role, int dialect, const char *path, const char *sql,
+                            size_t len);
+/* Stores a new reference to d (the caller keeps its own). */
+void sp_cache_put(sp_cache *c, const sqlp_role *role, int dialect, const char *path, const char *sql, size_t len,
+                  sqlp_decision *d);
+void sp_cache_stats(const sp_cache *c, sqlp_cache_stats *out);
+#define SP_CACHE_MAX_TEXT (64u * 1024)
 
 /* Analyse a view definition for the catalog (lineage of its columns). */
 bool sp_analyse_view(sqlp_engine *eng, cat_rel *rel, int depth);

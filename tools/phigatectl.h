@@ -4,5 +4,6 @@
 
 int cmd_scram_verifier(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
+int cmd_approvals(int argc, char **argv);
 
 #endif

@@ -152,7 +152,7 @@ static redisContext *test_redis_sync(const test_redis *r)
 }
 
 /* HGET as a malloc'd string ("" when absent, NULL when Redis is unreachable). */
-static char *test_redis_hget(const test_redis *r, const char *key, const char *field)
+__attribute__((unused)) static char *test_redis_hget(const test_redis *r, const char *key, const char *field)
 {
     redisContext *c = test_redis_sync(r);
     if (!c)
@@ -218,7 +218,7 @@ static bool run_until(struct event_base *base, const volatile int *flag, long lo
     return *flag != 0;
 }
 
-static void run_for(struct event_base *base, long long ms)
+__attribute__((unused)) static void run_for(struct event_base *base, long long ms)
 {
     static const int never = 0;
     run_until(base, &never, ms);

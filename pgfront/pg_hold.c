@@ -1,0 +1,176 @@
+#include "pgfront/pg_hold.h"
+
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gate/approvals.h"
+#include "gate/conn.h"
+#include "gate/log.h"
+#include "pgfront/pg_audit.h"
+#include "pgfront/pg_policy.h"
+#include "pgfront/pg_session.h"
+
+typedef struct pg_held {
+    approval_wait *wait;
+    sqlp_decision *d;
+    char type;
+    uint32_t total;
+    char *name, *sql;
+    size_t len;
+    uint8_t *types;
+    size_t types_len;
+} pg_held;
+
+bool pg_hold_waiting(const pg_session *s) { return s->held != NULL; }
+
+static void held_free(pg_held *h)
+{
+    sqlp_decision_free(h->d);
+    free(h->name), free(h->sql), free(h->types);
+    free(h);
+}
+
+/* Resume reading the client after the held message was answered. */
+static void resume(pg_session *s)
+{
+    pg_held *h = s->held;
+    s->held = NULL;
+    held_free(h);
+    if (s->state != PGC_ACTIVE)
+        return;
+    if (!s->client_paused)
+        conn_read_enable(s->client);
+    pg_relay_client_data(s);
+    pg_session_flush(s);
+}
+
+static void forward_approved(pg_session *s, pg_held *h)
+{
+    struct evbuffer *in = conn_input(s->client), *up = conn_output(s->upstream);
+    const char *sql = h->d->upstream_sql;
+    evbuffer_drain(in, h->total);
+    if (h->type == 'Q') {
+        pg_put_query(up, sql, strlen(sql));
+        return; /* syncs_sent is counted after its audit record, which names this batch */
+    }
+    struct evbuffer *body = evbuffer_new();
+    evbuffer_add(body, h->name, strlen(h->name) + 1);
+    evbuffer_add(body, sql, strlen(sql) + 1);
+    evbuffer_add(body, h->types, h->types_len);
+    size_t blen = evbuffer_get_length(body);
+    pg_put_message(up, 'P', evbuffer_pullup(body, -1), blen);
+    evbuffer_free(body);
+}
+
+static void refuse_held(pg_session *s, pg_held *h, const char *sqlstate, const char *msg)
+{
+    pg_audit_statement(s, h->sql, h->len, h->d, h->type == 'Q');
+    pg_relay_refuse(s, h->type, h->total, sqlstate, msg);
+}
+
+static void on_outcome(void *arg, approval_outcome outcome, const approval_result *r)
+{
+    pg_session *s = arg;
+    pg_held *h = s->held;
+    h->wait = NULL;
+    const char *id = r->request_id ? r->request_id : "(none)";
+    char msg[700];
+    pg_audit_approval(s, approval_outcome_name(outcome), r->request_id, r->approver, r->reason,
+                      h->d->nstatements ? h->d->statements[0].fingerprint : NULL);
+    switch (outcome) {
+    case APPROVAL_APPROVED:
+        pg_session_log(s, LOG_LEVEL_INFO, "held statement approved by %s (request %s)",
+                       r->approver ? r->approver : "a standing grant", id);
+        forward_approved(s, h);
+        if (h->type == 'Q') {
+            pg_audit_statement_approved(s, h->sql, h->len, h->d, true, r->request_id);
+            s->syncs_sent++;
+        } else {
+            /* A prepared statement is recorded at each Execute, like any other. */
+            pg_policy_remember(s, h->name, h->sql, h->len, h->d);
+            h->d = NULL;
+        }
+        break;
+    case APPROVAL_DENIED:
+        snprintf(msg, sizeof msg, "statement denied by approver %s: %s (request %s)",
+                 r->approver ? r->approver : "?", r->reason, id);
+        refuse_held(s, h, "42501", msg);
+        break;
+    case APPROVAL_TIMEOUT:
+        snprintf(msg, sizeof msg,
+                 "statement held for approval (rule %s) and not approved in time: request %s is pending; "
+                 "a retry after an approver approves it will pass",
+                 h->d->rule ? h->d->rule : "?", id);
+        refuse_held(s, h, "57014", msg);
+        break;
+    case APPROVAL_UNAVAILABLE:
+        snprintf(msg, sizeof msg, "statement needs approval but the approval queue is unavailable: %s",
+                 r->reason);
+        refuse_held(s, h, "58000", msg);
+        break;
+    }
+    resume(s);
+}
+
+bool pg_hold_start(pg_session *s, char type, uint32_t total, const char *name, const char *sql, size_t len,
+                   const uint8_t *types, size_t types_len, sqlp_decision *d)
+{
+    approvals *a = pg_server_approvals(s->server);
+    if (!a)
+        return false;
+    pg_held *h = calloc(1, sizeof *h);
+    h->d = d;
+    h->type = type;
+    h->total = total;
+    h->name = strdup(name ? name : "");
+    h->sql = strndup(sql, len);
+    h->len = len;
+    if (types_len) {
+        h->types = malloc(types_len);
+        memcpy(h->types, types, types_len);
+        h->types_len = types_len;
+    }
+    s->held = h;
+    conn_read_disable(s->client);
+    approval_request req = {
+        .identity = s->user,
+        .client_addr = s->client_addr,
+        .database = s->database,
+        .protocol = "postgres",
+        .statement = h->sql,
+        .fingerprint = d->nstatements ? d->statements[0].fingerprint : NULL,
+        .reason = d->reason,
+        .rule = d->rule,
+        .wait_ms = (uint32_t)pg_server_config(s->server)->approvals_wait_ms,
+    };
+    pg_session_log(s, LOG_LEVEL_INFO, "statement held for approval (rule %s)", d->rule ? d->rule : "?");
+    /* The callback never runs inline, so s->held is in place when it does. */
+    h->wait = approvals_request(a, &req, on_outcome, s);
+    return true;
+}
+
+void pg_hold_cancel(pg_session *s)
+{
+    pg_held *h = s->held;
+    if (!h || !h->wait)
+        return;
+    approval_wait_cancel(h->wait);
+    h->wait = NULL;
+    pg_audit_approval(s, "withdrawn", NULL, NULL, "cancelled by the client",
+                      h->d->nstatements ? h->d->statements[0].fingerprint : NULL);
+    refuse_held(s, h, "57014", "canceling statement due to user request (its approval request was withdrawn)");
+    resume(s);
+}
+
+void pg_hold_free(pg_session *s)
+{
+    pg_held *h = s->held;
+    if (!h)
+        return;
+    if (h->wait)
+        approval_wait_cancel(h->wait);
+    s->held = NULL;
+    held_free(h);
+}

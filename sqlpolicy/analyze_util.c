@@ -1,0 +1,283 @@
+/*
+ * Analyser plumbing: lineage sets, verdict recording, node names, scope
+ * objects.  Everything is allocated in the decision's arena.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sqlpolicy/sp_analyze.h"
+
+/* ---- lineage ---------------------------------------------------------------- */
+
+void lin_add_col(sp_arena *a, sp_lin *l, const cat_col *c)
+{
+    for (int i = 0; i < l->n; i++)
+        if (l->src[i] == c)
+            return;
+    if (l->n == UINT16_MAX) {
+        /* more sources than we track: say "anything" rather than drop one */
+        l->flags |= SP_LIN_OPAQUE;
+        return;
+    }
+    if (l->n == l->cap) {
+        uint32_t ncap = l->cap ? (uint32_t)l->cap * 2 : 4;
+        if (ncap > UINT16_MAX)
+            ncap = UINT16_MAX;
+        const cat_col **ns = sp_alloc_raw(a, ncap * sizeof *ns);
+        if (l->n)
+            memcpy(ns, l->src, l->n * sizeof *ns);
+        l->src = ns;
+        l->cap = (uint16_t)ncap;
+    }
+    l->src[l->n++] = c;
+}
+
+void lin_merge(sp_arena *a, sp_lin *dst, const sp_lin *src)
+{
+    for (int i = 0; i < src->n; i++)
+        lin_add_col(a, dst, src->src[i]);
+    dst->flags |= src->flags & SP_LIN_OPAQUE;
+}
+
+bool lin_phi(const sp_lin *l)
+{
+    if (l->flags & SP_LIN_OPAQUE)
+        return true;
+    for (int i = 0; i < l->n; i++)
+        if (l->src[i]->phi_class >= 0)
+            return true;
+    return false;
+}
+
+static const int class_strength[] = {
+#define X(sym, name, st) st,
+    SQLP_HIPAA_CLASSES(X)
+#undef X
+};
+
+int lin_class(const sp_lin *l)
+{
+    int best = -1;
+    for (int i = 0; i < l->n; i++) {
+        int c = l->src[i]->phi_class;
+        if (c >= 0 && (best < 0 || class_strength[c] > class_strength[best]))
+            best = c;
+    }
+    if (best < 0 && (l->flags & SP_LIN_OPAQUE))
+        best = SQLP_HIPAA_OTHER_ID;
+    return best;
+}
+
+bool col_phi(const an_col *c)
+{
+    return lin_phi(&c->lin);
+}
+
+/* ---- verdicts ----------------------------------------------------------------- */
+
+void an_deny(an_run *r, const char *rule, const char *fmt, ...)
+{
+    sp_stmt_result *st = r->an->st;
+    if (st->deny_rule)
+        return; /* the first reason is the one the agent needs */
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    st->deny_rule = rule;
+    st->deny_reason = sp_strdup(r->a, buf);
+}
+
+void an_hold(an_run *r, const char *rule, const char *fmt, ...)
+{
+    sp_stmt_result *st = r->an->st;
+    if (st->hold_rule)
+        return;
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    st->hold_rule = rule;
+    st->hold_reason = sp_strdup(r->a, buf);
+}
+
+void an_escalate(an_run *r, sqlp_class c, const char *why)
+{
+    sp_stmt_result *st = r->an->st;
+    if (c == st->cls || (st->escalated & (1u << c)))
+        return;
+    st->escalated |= 1u << c;
+    if (!st->escalated_why)
+        st->escalated_why = sp_strdup(r->a, why);
+}
+
+/* "range_var" -> "RangeVar": the names libpg_query's JSON output uses. */
+const char *an_node_name(const Node *n)
+{
+    static __thread char buf[64];
+    if (!n)
+        return "(empty)";
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field(&pg_query__node__descriptor, (unsigned)n->node_case);
+    if (!f)
+        return "(unknown node)";
+    size_t o = 0;
+    bool up = true;
+    for (const char *p = f->name; *p && o + 1 < sizeof buf; p++) {
+        if (*p == '_') {
+            up = true;
+            continue;
+        }
+        buf[o++] = up ? (char)toupper((unsigned char)*p) : *p;
+        up = false;
+    }
+    buf[o] = 0;
+    return buf;
+}
+
+void an_unsupported(an_run *r, const Node *n, const char *where)
+{
+    if (where)
+        an_deny(r, "analyse.unsupported", "phigate cannot analyse this statement: %s in %s", an_node_name(n), where);
+    else
+        an_deny(r, "analyse.unsupported", "phigate cannot analyse this statement: %s", an_node_name(n));
+}
+
+bool an_too_deep(an_run *r, int depth)
+{
+    if (depth <= SQLP_MAX_TREE_DEPTH)
+        return false;
+    an_deny(r, "parse.too_deep", "the statement nests deeper than phigate accepts (%d levels)", SQLP_MAX_TREE_DEPTH);
+    return true;
+}
+
+const char *an_str(const Node *n)
+{
+    if (n && n->node_case == PG_QUERY__NODE__NODE_STRING && n->string)
+        return n->string->sval;
+    return NULL;
+}
+
+bool an_const_int(const Node *n, int64_t *out)
+{
+    if (!n || n->node_case != PG_QUERY__NODE__NODE_A_CONST || n->a_const->isnull)
+        return false;
+    const PgQuery__AConst *c = n->a_const;
+    if (c->val_case == PG_QUERY__A__CONST__VAL_IVAL) {
+        *out = c->ival ? c->ival->ival : 0;
+        return true;
+    }
+    if (c->val_case == PG_QUERY__A__CONST__VAL_FVAL && c->fval && c->fval->fval) {
+        /* a bigint literal arrives as a Float node holding its digits */
+        char *end;
+        long long v = strtoll(c->fval->fval, &end, 10);
+        if (*end)
+            return false;
+        *out = v;
+        return true;
+    }
+    return false;
+}
+
+/* ---- scopes ------------------------------------------------------------------ */
+
+an_level *an_level_new(an_run *r, an_level *parent)
+{
+    an_level *lv = sp_alloc(r->a, sizeof *lv);
+    lv->parent = parent;
+    return lv;
+}
+
+an_rte *an_rte_new(an_run *r, const char *name)
+{
+    an_rte *t = sp_alloc(r->a, sizeof *t);
+    t->name = name;
+    return t;
+}
+
+an_col *an_rte_add_col(an_run *r, an_rte *t, const char *name)
+{
+    if (t->ncols == t->capcols) {
+        int ncap = t->capcols ? t->capcols * 2 : 8;
+        an_col *nc = sp_alloc(r->a, (size_t)ncap * sizeof *nc);
+        if (t->ncols)
+            memcpy(nc, t->cols, (size_t)t->ncols * sizeof *nc);
+        t->cols = nc;
+        t->capcols = ncap;
+    }
+    an_col *c = &t->cols[t->ncols++];
+    memset(c, 0, sizeof *c);
+    c->name = name;
+    return c;
+}
+
+void an_level_add(an_run *r, an_level *lv, an_rte *t)
+{
+    if (lv->nrtes == lv->caprtes) {
+        int ncap = lv->caprtes ? lv->caprtes * 2 : 8;
+        an_rte **n = sp_alloc(r->a, (size_t)ncap * sizeof *n);
+        if (lv->nrtes)
+            memcpy(n, lv->rtes, (size_t)lv->nrtes * sizeof *n);
+        lv->rtes = n;
+        lv->caprtes = ncap;
+    }
+    lv->rtes[lv->nrtes++] = t;
+}
+
+an_item *an_item_add(an_run *r, an_level *lv, an_item *it)
+{
+    if (lv->nitems == lv->capitems) {
+        int ncap = lv->capitems ? lv->capitems * 2 : 8;
+        an_item **n = sp_alloc(r->a, (size_t)ncap * sizeof *n);
+        if (lv->nitems)
+            memcpy(n, lv->items, (size_t)lv->nitems * sizeof *n);
+        lv->items = n;
+        lv->capitems = ncap;
+    }
+    lv->items[lv->nitems++] = it;
+    return it;
+}
+
+void an_note_read(an_run *r, const cat_rel *rel, an_level *lv)
+{
+    for (int i = 0; i < r->nreads; i++)
+        if (r->reads[i].rel == rel && r->reads[i].level == lv)
+            return;
+    if (r->nreads == r->capreads) {
+        int ncap = r->capreads ? r->capreads * 2 : 8;
+        an_read *n = sp_alloc(r->a, (size_t)ncap * sizeof *n);
+        if (r->nreads)
+            memcpy(n, r->reads, (size_t)r->nreads * sizeof *n);
+        r->reads = n;
+        r->capreads = ncap;
+    }
+    r->reads[r->nreads].rel = rel;
+    r->reads[r->nreads].level = lv;
+    r->nreads++;
+}
+
+void an_note_scoped(an_run *r, const sp_lin *l)
+{
+    for (int i = 0; i < l->n; i++) {
+        const cat_rel *rel = l->src[i]->rel;
+        int j;
+        for (j = 0; j < r->nscoped; j++)
+            if (r->scoped[j] == rel)
+                break;
+        if (j < r->nscoped)
+            continue;
+        if (r->nscoped == r->capscoped) {
+            int ncap = r->capscoped ? r->capscoped * 2 : 8;
+            const cat_rel **n = sp_alloc(r->a, (size_t)ncap * sizeof *n);
+            if (r->nscoped)
+                memcpy(n, r->scoped, (size_t)r->nscoped * sizeof *n);
+            r->scoped = n;
+            r->capscoped = ncap;
+        }
+        r->scoped[r->nscoped++] = rel;
+    }
+}
