@@ -1,6 +1,6 @@
 /*
  * The Lua scripts behind gate/approvals.c.  Each state change of a request is
- * one script, run atomically by Redis (EVAL), so racing approvers, a waiter
+ * one script, run atomically by Redis (EVALSHA), so racing approvers, a waiter
  * claiming its grant and an agent withdrawing cannot interleave.
  *
  * Every script takes ARGV[1] = the key prefix and builds its keys from it

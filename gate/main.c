@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "gate/admin_http.h"
+#include "gate/approvals.h"
 #include "gate/audit_log.h"
 #include "gate/config.h"
 #include "gate/log.h"
@@ -81,78 +83,108 @@ static bool write_pid_file(const char *path)
     return fclose(f) == 0;
 }
 
+/* Everything one phigate process runs; any member may be NULL. */
+typedef struct runtime {
+    config *cfg;
+    struct event_base *base;
+    audit_log *audit;
+    approvals *approvals;
+    admin_http *admin;
+    pg_server *pg;
+    my_server *my;
+} runtime;
+
+/* Sessions first (their last records go to the audit log), then the log. */
+static void runtime_stop(runtime *rt)
+{
+    if (rt->pg)
+        pg_server_shutdown(rt->pg);
+    if (rt->my)
+        my_server_shutdown(rt->my);
+    if (rt->audit)
+        audit_log_close(rt->audit);
+    pg_server_free(rt->pg);
+    my_server_free(rt->my);
+    admin_http_free(rt->admin);
+    if (rt->approvals)
+        approvals_free(rt->approvals);
+    if (rt->base)
+        event_base_free(rt->base);
+    if (rt->cfg && rt->cfg->pid_file)
+        unlink(rt->cfg->pid_file);
+    config_free(rt->cfg);
+}
+
+static bool start_failed(const char *what, const char *err)
+{
+    log_error("cannot start %s: %s", what, err);
+    fprintf(stderr, "phigate: cannot start %s: %s\n", what, err);
+    return false;
+}
+
+/* Open the audit log, the approvals client and admin console, and the fronts. */
+static bool runtime_start(runtime *rt)
+{
+    char err[512];
+    const config *cfg = rt->cfg;
+    rt->base = event_base_new();
+    if (cfg->audit_enabled && !(rt->audit = open_audit(cfg, rt->base, err, sizeof err)))
+        return start_failed("without its audit log", err);
+    if (!rt->audit)
+        log_warn("audit log disabled by configuration (audit.enabled: false): statements are not recorded");
+    if (cfg->redis_enabled) {
+        approvals_opts ao;
+        approvals_opts_from_config(cfg, &ao);
+        if (!(rt->approvals = approvals_new(rt->base, &ao, err, sizeof err)))
+            return start_failed("the approvals client", err);
+    }
+    if (cfg->admin_enabled) {
+        admin_http_opts ho;
+        admin_http_opts_from_config(cfg, &ho);
+        if (!(rt->admin = admin_http_new(rt->base, &ho, rt->approvals, err, sizeof err)))
+            return start_failed("the admin console", err);
+    }
+    if (!(rt->pg = pg_server_new(rt->base, cfg, rt->audit, err, sizeof err)))
+        return start_failed("pgfront", err);
+    pg_server_set_approvals(rt->pg, rt->approvals);
+    if (cfg->my_enabled && !(rt->my = my_server_new(rt->base, cfg, rt->audit, err, sizeof err)))
+        return start_failed("myfront", err);
+    if (cfg->pid_file && !write_pid_file(cfg->pid_file))
+        log_warn("cannot write pid file %s: %s", cfg->pid_file, strerror(errno));
+    return true;
+}
+
 static int run(const char *path)
 {
     static char errors[65536];
-    config *cfg = config_load(path, errors, sizeof errors);
-    if (!cfg) {
+    runtime rt = {0};
+    rt.cfg = config_load(path, errors, sizeof errors);
+    if (!rt.cfg) {
         fputs(errors, stderr);
         fprintf(stderr, "phigate: not starting, the configuration has errors\n");
         return 1;
     }
-    log_set_level((log_level)cfg->log_level);
-    if (cfg->log_file && !log_open_file(cfg->log_file)) {
-        fprintf(stderr, "phigate: cannot open log file %s: %s\n", cfg->log_file, strerror(errno));
-        config_free(cfg);
+    log_set_level((log_level)rt.cfg->log_level);
+    if (rt.cfg->log_file && !log_open_file(rt.cfg->log_file)) {
+        fprintf(stderr, "phigate: cannot open log file %s: %s\n", rt.cfg->log_file, strerror(errno));
+        config_free(rt.cfg);
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
-    struct event_base *base = event_base_new();
-    char err[512];
-    audit_log *audit = NULL;
-    if (cfg->audit_enabled && !(audit = open_audit(cfg, base, err, sizeof err))) {
-        log_error("cannot open the audit log: %s", err);
-        fprintf(stderr, "phigate: not starting without its audit log: %s\n", err);
-        event_base_free(base);
-        config_free(cfg);
+    if (!runtime_start(&rt)) {
+        runtime_stop(&rt);
         return 1;
     }
-    if (!audit)
-        log_warn("audit log disabled by configuration (audit.enabled: false): statements are not recorded");
-    pg_server *pg = pg_server_new(base, cfg, audit, err, sizeof err);
-    if (!pg) {
-        log_error("cannot start pgfront: %s", err);
-        fprintf(stderr, "phigate: cannot start pgfront: %s\n", err);
-        if (audit)
-            audit_log_close(audit);
-        event_base_free(base);
-        config_free(cfg);
-        return 1;
-    }
-    my_server *my = NULL;
-    if (cfg->my_enabled && !(my = my_server_new(base, cfg, audit, err, sizeof err))) {
-        log_error("cannot start myfront: %s", err);
-        fprintf(stderr, "phigate: cannot start myfront: %s\n", err);
-        pg_server_shutdown(pg);
-        if (audit)
-            audit_log_close(audit);
-        pg_server_free(pg);
-        event_base_free(base);
-        config_free(cfg);
-        return 1;
-    }
-    if (cfg->pid_file && !write_pid_file(cfg->pid_file))
-        log_warn("cannot write pid file %s: %s", cfg->pid_file, strerror(errno));
-    struct event *sigterm = evsignal_new(base, SIGTERM, on_stop_signal, base);
-    struct event *sigint = evsignal_new(base, SIGINT, on_stop_signal, base);
-    struct event *sighup = evsignal_new(base, SIGHUP, on_hup, base);
+    struct event *sigterm = evsignal_new(rt.base, SIGTERM, on_stop_signal, rt.base);
+    struct event *sigint = evsignal_new(rt.base, SIGINT, on_stop_signal, rt.base);
+    struct event *sighup = evsignal_new(rt.base, SIGHUP, on_hup, rt.base);
     event_add(sigterm, NULL), event_add(sigint, NULL), event_add(sighup, NULL);
     log_info("phigate %s started (pid %ld)", PHIGATE_VERSION, (long)getpid());
-    event_base_dispatch(base);
+    event_base_dispatch(rt.base);
     log_info("phigate stopped with %zu sessions open",
-             pg_server_session_count(pg) + (my ? my_server_session_count(my) : 0));
-    pg_server_shutdown(pg);
-    if (my)
-        my_server_shutdown(my);
-    if (audit)
-        audit_log_close(audit);
-    pg_server_free(pg);
-    my_server_free(my);
+             pg_server_session_count(rt.pg) + (rt.my ? my_server_session_count(rt.my) : 0));
     event_free(sigterm), event_free(sigint), event_free(sighup);
-    event_base_free(base);
-    if (cfg->pid_file)
-        unlink(cfg->pid_file);
-    config_free(cfg);
+    runtime_stop(&rt);
     return 0;
 }
 

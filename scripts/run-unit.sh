@@ -13,7 +13,9 @@ summary line counts as one extra failure. Exit status: 0 if nothing failed, 1
 otherwise.
 
 Environment:
-  PHIGATE_UNIT_TIMEOUT  seconds per binary before it is killed (default 300)
+  PHIGATE_UNIT_TIMEOUT     seconds per binary before it is killed (default 300)
+  PHIGATE_UNIT_STACK_BASE  start scripts/stack.sh on this port base for the tests
+                           (they get STACK_* and PHIGATE_STACK_ENV) and stop it after
 EOF
 }
 
@@ -31,7 +33,25 @@ if (( $# == 0 )); then
 fi
 
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+stack_base=${PHIGATE_UNIT_STACK_BASE:-}
+cleanup() {
+  rm -f "$out"
+  if [[ -n $stack_base && ${PHIGATE_KEEP_STACK:-0} != 1 ]]; then
+    PHIGATE_PORT_BASE=$stack_base "$repo/scripts/stack.sh" stop >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
+# Unit tests of the Redis client need a real Redis they may kill and restart:
+# a stack of their own, apart from the integration suite's.
+if [[ -n $stack_base ]]; then
+  echo "run-unit: starting a stack for unit tests on port base $stack_base"
+  PHIGATE_PORT_BASE=$stack_base "$repo/scripts/stack.sh" start >/dev/null
+  eval "$(PHIGATE_PORT_BASE=$stack_base "$repo/scripts/stack.sh" env)"
+  export PHIGATE_STACK_ENV=$STACK_DIR/stack.env
+  export STACK_DIR STACK_REDIS_HOST STACK_REDIS_PORT STACK_REDIS_PASSWORD STACK_PORT_BASE
+fi
 
 for bin in "$@"; do
   [[ $bin == */* ]] || bin=./$bin

@@ -675,7 +675,8 @@ static bool redis_restart(void)
     snprintf(stack_sh, sizeof stack_sh, "%s/scripts/stack.sh", repo);
     struct stat st;
     if (R.stack_dir[0] && stat(stack_sh, &st) == 0) {
-        snprintf(cmd, sizeof cmd, "PHIGATE_STACK_DIR='%s' '%s' start >/dev/null 2>&1", R.stack_dir, stack_sh);
+        snprintf(cmd, sizeof cmd, "env -u PHIGATE_PORT_BASE PHIGATE_STACK_DIR='%s' '%s' start >/dev/null 2>&1",
+                 R.stack_dir, stack_sh);
     } else if (redis_conf[0] && stat(redis_conf, &st) == 0) {
         snprintf(cmd, sizeof cmd, "runuser -u \"$(stat -c %%U '%s')\" -- redis-server '%s' >/dev/null 2>&1",
                  redis_conf, redis_conf);
