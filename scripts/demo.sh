@@ -62,6 +62,8 @@ export UPSTREAM_PGHOST=$STACK_PG_HOST UPSTREAM_PGPORT=$STACK_PG_PORT UPSTREAM_PG
 # The upstream MariaDB and Redis:
 export UPSTREAM_MYSQL_HOST=$STACK_MY_HOST UPSTREAM_MYSQL_PORT=$STACK_MY_PORT UPSTREAM_MYSQL_USER=$STACK_MY_USER UPSTREAM_MYSQL_PASSWORD=$STACK_MY_PASSWORD UPSTREAM_MYSQL_DATABASE=clinic
 export REDIS_HOST=$STACK_REDIS_HOST REDIS_PORT=$STACK_REDIS_PORT
+# Approver (web console and phigatectl approvals):
+export PHIGATE_ADMIN_URL=http://127.0.0.1:$((PG_LISTEN - 352)) PHIGATE_APPROVER=demo_approver PHIGATE_APPROVER_PASSWORD=$(<"$DEMO/secrets/demo_approver")
 ENV
 }
 
@@ -70,6 +72,10 @@ print_banner() {
   cat <<BANNER
 
 phigate is running in front of the clinic database.
+
+  Held statements (try: SELECT * FROM patients) wait for an approver:
+    web console  http://127.0.0.1:$((PG_LISTEN - 352))/   approver demo_approver, password $(<"$DEMO/secrets/demo_approver")
+    CLI          PHIGATE_APPROVER_PASSWORD=$(<"$DEMO/secrets/demo_approver") $BUILD/phigatectl approvals list --url http://127.0.0.1:$((PG_LISTEN - 352)) --approver demo_approver
 
   As the demo agent, with psql:
     PGPASSWORD=$pw psql "host=127.0.0.1 port=$PG_LISTEN user=demo_agent dbname=clinic sslmode=require"

@@ -8,19 +8,21 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: scripts/gen-config.sh DIR PG_LISTEN_PORT
+Usage: scripts/gen-config.sh DIR PG_LISTEN_PORT [ADMIN_PORT]
 
 Needs a started stack (scripts/stack.sh start) and PHIGATE_PORT_BASE set the same
-way. Agents: demo_agent (role analyst: reads, PHI masked). Upstreams: clinic and
-bench on the stack's PostgreSQL.
+way. Agents: demo_agent (role analyst: reads, PHI masked); approver:
+demo_approver (web console and phigatectl approvals on ADMIN_PORT, default
+PG_LISTEN_PORT-352). Upstreams: clinic and bench on the stack's PostgreSQL.
 USAGE
 }
 [[ ${1:-} == --help || ${1:-} == -h ]] && { usage; exit 0; }
-[[ $# -eq 2 ]] || { usage >&2; exit 2; }
+[[ $# -eq 2 || $# -eq 3 ]] || { usage >&2; exit 2; }
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 DIR=$(realpath -m -- "$1")
 LISTEN_PORT=$2
+ADMIN_PORT=${3:-$((LISTEN_PORT - 352))}
 BUILD=${PHIGATE_BUILD:-build}
 CTL=$REPO/$BUILD/phigatectl
 [[ -x $CTL ]] || { echo "gen-config: $CTL not built (run make)" >&2; exit 1; }
@@ -41,7 +43,8 @@ fi
 printf '%s' "$STACK_PG_PASSWORD" > "$DIR/secrets/pg_upstream"
 [[ -s $DIR/audit-key/audit_ed25519.key ]] || "$CTL" audit keygen --out "$DIR/audit-key" >/dev/null
 AUDIT_ENABLED=${PHIGATE_AUDIT:-true}
-for agent in demo_agent; do
+printf '%s' "$STACK_REDIS_PASSWORD" > "$DIR/secrets/redis"
+for agent in demo_agent demo_approver; do
   [[ -s $DIR/secrets/$agent ]] || openssl rand -hex 12 > "$DIR/secrets/$agent"
 done
 verifier() { "$CTL" scram-verifier --password-file "$DIR/secrets/$1"; }
@@ -68,6 +71,19 @@ audit:
 limits:
   max_message_bytes: 16MB
   client_buffer_bytes: 1MB
+redis:
+  host: $STACK_REDIS_HOST
+  port: $STACK_REDIS_PORT
+  password_file: $DIR/secrets/redis
+approvals:
+  wait_ms: 120000
+  grant: single_use
+admin:
+  address: 127.0.0.1
+  port: $ADMIN_PORT
+approvers:
+  demo_approver:
+    scram: "$(verifier demo_approver)"
 upstreams:
   clinic:
     host: $STACK_PG_HOST
