@@ -189,7 +189,11 @@ static fwd_kind classify_client(pg_session *s, char type, struct evbuffer *in, c
 static void client_special(pg_session *s, char type, uint32_t total)
 {
     if (type == 'X') {
-        pg_session_close(s, "client sent Terminate");
+        /* Statements sent before Terminate still run and are answered, as with the server. */
+        evbuffer_remove_buffer(conn_input(s->client), conn_output(s->upstream), total);
+        s->terminating = true;
+        conn_read_disable(s->client);
+        pg_session_arm_timer(s, 10000);
         return;
     }
     if (type == 'F') {
@@ -217,7 +221,7 @@ void pg_relay_client_data(pg_session *s)
     struct evbuffer *in = conn_input(s->client);
     struct evbuffer *up = conn_output(s->upstream);
     uint32_t max = (uint32_t)pg_server_config(s->server)->max_message_bytes;
-    while (s->state == PGC_ACTIVE && !s->client_paused && !s->held) {
+    while (s->state == PGC_ACTIVE && !s->client_paused && !s->held && !s->terminating) {
         size_t avail = evbuffer_get_length(in), run = 0;
         struct evbuffer_ptr pos;
         evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
@@ -336,7 +340,37 @@ void pg_relay_audit_released(pg_session *s)
     pg_relay_upstream_data(s);
 }
 
+static void maybe_finish(pg_session *s);
+static void relay_upstream(pg_session *s);
+
+void pg_relay_upstream_closed(pg_session *s)
+{
+    s->upstream_eof = true;
+    pg_relay_upstream_data(s);
+}
+
 void pg_relay_upstream_data(pg_session *s)
+{
+    relay_upstream(s);
+    maybe_finish(s);
+}
+
+/* After the upstream closed, and once all it sent reached the client's output:
+ * close quietly after Terminate, or say that the upstream went away. */
+static void maybe_finish(pg_session *s)
+{
+    if (!s->upstream_eof || s->state != PGC_ACTIVE || s->audit_pending > 0 || s->upstream_paused)
+        return;
+    struct evbuffer *in = conn_input(s->upstream);
+    if (evbuffer_get_length(in) > 0 && !s->terminating)
+        pg_session_log(s, LOG_LEVEL_WARN, "upstream closed in the middle of a message");
+    if (s->terminating)
+        pg_session_finish(s, "client sent Terminate");
+    else
+        pg_session_fail(s, "08006", "phigate lost its connection to the upstream database", NULL);
+}
+
+static void relay_upstream(pg_session *s)
 {
     struct evbuffer *in = conn_input(s->upstream);
     struct evbuffer *out = conn_output(s->client);

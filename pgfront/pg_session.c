@@ -24,6 +24,7 @@
 #include "gate/log.h"
 #include "gate/tls.h"
 #include "pgfront/pg_audit.h"
+#include "pgfront/pg_engines.h"
 #include "pgfront/pg_hold.h"
 #include "pgfront/pg_policy.h"
 
@@ -34,7 +35,7 @@ struct pg_server {
     SSL_CTX **upstream_tls;              /* one per upstream, NULL when TLS is off */
     struct sockaddr_storage *upstream_addr;
     socklen_t *upstream_addrlen;
-    sqlp_engine **engines;               /* per upstream; NULL until its catalog loads */
+    pg_engines *engines;                 /* per upstream policy engines, loaded off the loop */
     struct evconnlistener *listener;
     struct event *reaper;
     struct audit_log *audit;
@@ -68,34 +69,7 @@ size_t pg_server_session_count(const pg_server *srv) { return srv->nsessions; }
 
 SSL_CTX *pg_server_upstream_tls(const pg_server *srv, int i) { return srv->upstream_tls[i]; }
 
-/* The engine for an upstream, loaded now if the start could not (upstream down
- * then).  Blocking, but only until one load succeeds.  NULL: refuse the session. */
-sqlp_engine *pg_server_engine(pg_server *srv, int i, char *err, size_t errlen)
-{
-    if (!srv->engines[i]) {
-        srv->engines[i] = pg_policy_load_engine(srv->cfg, &srv->cfg->upstreams[i], err, errlen);
-        if (!srv->engines[i])
-            return NULL;
-        log_info("policy catalog of upstream %s loaded", srv->cfg->upstreams[i].name);
-    }
-    sqlp_engine_ref(srv->engines[i]);
-    return srv->engines[i];
-}
-
-static void load_engines(pg_server *srv)
-{
-    srv->engines = calloc(srv->cfg->nupstreams ? srv->cfg->nupstreams : 1, sizeof *srv->engines);
-    for (size_t i = 0; i < srv->cfg->nupstreams; i++) {
-        if (strcmp(srv->cfg->upstreams[i].protocol, "postgres") != 0)
-            continue;
-        char err[512];
-        sqlp_engine *e = pg_server_engine(srv, (int)i, err, sizeof err);
-        if (e)
-            sqlp_engine_unref(e);
-        else
-            log_error("%s; sessions for it are refused until it loads", err);
-    }
-}
+pg_engines *pg_server_engines(const pg_server *srv) { return srv->engines; }
 
 bool pg_server_upstream_addr(const pg_server *srv, int i, struct sockaddr_storage *ss, socklen_t *len)
 {
@@ -167,6 +141,7 @@ static void session_free(pg_session *s)
     if (s->all_next)
         s->all_next->all_prev = s->all_prev;
     pg_cancel_unregister(s);
+    pg_engines_forget(s->server->engines, s);
     pg_hold_free(s);
     pg_relay_free(s);
     pg_audit_session_free(s);
@@ -262,12 +237,26 @@ void pg_session_fail(pg_session *s, const char *sqlstate, const char *message, c
     close_when_flushed(s);
 }
 
+void pg_session_finish(pg_session *s, const char *why)
+{
+    if (s->state == PGC_DEAD || s->state == PGC_CLOSING)
+        return;
+    pg_session_log(s, LOG_LEVEL_DEBUG, "finishing: %s", why);
+    pg_session_set_state(s, PGC_CLOSING);
+    conn_read_disable(s->client);
+    if (s->upstream)
+        conn_read_disable(s->upstream);
+    close_when_flushed(s);
+}
+
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     pg_session *s = arg;
     if (s->state == PGC_CLOSING)
         close_when_flushed(s);
+    else if (s->state == PGC_ACTIVE && s->terminating)
+        pg_session_close(s, "the upstream did not close after Terminate");
     else if (s->state == PGC_CONNECTING)
         pg_session_fail(s, "08006", "timeout connecting to the upstream database", NULL);
     else if (s->state != PGC_ACTIVE)
@@ -465,7 +454,7 @@ pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audi
         pg_server_free(srv);
         return NULL;
     }
-    load_engines(srv);
+    srv->engines = pg_engines_new(base, cfg, pg_upstream_engine_ready);
     struct sockaddr_storage ss;
     int sslen = sizeof ss;
     char addr[128];
@@ -518,10 +507,7 @@ void pg_server_free(pg_server *srv)
             SSL_CTX_free(srv->upstream_tls[i]);
     free(srv->upstream_tls);
     limits_free(srv->limits);
-    for (size_t i = 0; srv->engines && i < srv->cfg->nupstreams; i++)
-        if (srv->engines[i])
-            sqlp_engine_unref(srv->engines[i]);
-    free(srv->engines);
+    pg_engines_free(srv->engines);
     free(srv->upstream_addr);
     free(srv->upstream_addrlen);
     if (srv->tls_ctx)

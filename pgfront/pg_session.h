@@ -117,6 +117,8 @@ typedef struct pg_session {
     bool counted;          /* holds one of its identity's connection slots */
     bool audit_held;       /* stopped reading upstream: results wait for the audit log */
     struct pg_held *held;  /* a statement waiting for approval (pg_hold.c) */
+    bool terminating;      /* the client sent Terminate: relay what is left, then close */
+    bool upstream_eof;     /* the upstream closed: relay what it sent, then close */
     bool upstream_paused;  /* stopped reading upstream: client output is full */
     bool client_paused;    /* stopped reading client: upstream output is full */
 } pg_session;
@@ -124,6 +126,8 @@ typedef struct pg_session {
 /* pg_session.c */
 void pg_session_close(pg_session *s, const char *why);
 void pg_session_fail(pg_session *s, const char *sqlstate, const char *message, const char *hint);
+/* Flush what the client has to read, then close (no error to add). */
+void pg_session_finish(pg_session *s, const char *why);
 void pg_session_log(pg_session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void pg_session_set_state(pg_session *s, pgc_state st);
 void pg_session_set_ustate(pg_session *s, pgu_state st);
@@ -150,6 +154,7 @@ void pg_relay_client_drained(pg_session *s);
 void pg_relay_upstream_drained(pg_session *s);
 void pg_relay_free(pg_session *s);
 void pg_relay_audit_released(pg_session *s);
+void pg_relay_upstream_closed(pg_session *s);
 void pg_relay_refuse(pg_session *s, char type, uint32_t total, const char *sqlstate, const char *message);
 
 /* pg_cancel.c */
@@ -170,5 +175,7 @@ void pg_session_requeue_free(pg_session *s);
 /* Per-identity limits (gate/limits.h): false when exceeded. */
 bool pg_session_take_connection_slot(pg_session *s);
 bool pg_session_take_statement_token(pg_session *s);
-struct sqlp_engine *pg_server_engine(pg_server *srv, int upstream_index, char *err, size_t errlen);
+struct pg_engines *pg_server_engines(const pg_server *srv);
+/* pg_upstream.c: the engine a session waited for is there (or err says why not). */
+void pg_upstream_engine_ready(pg_session *s, struct sqlp_engine *engine, const char *err);
 #endif

@@ -18,6 +18,7 @@
 #include "gate/conn.h"
 #include "gate/log.h"
 #include "gate/tls.h"
+#include "pgfront/pg_engines.h"
 #include "pgfront/pg_session.h"
 
 #define UPSTREAM_AUTH_MAX 65536 /* authentication-phase messages from the server */
@@ -309,9 +310,9 @@ void pg_upstream_on_event(pg_session *s, int ev)
         return;
     }
     if (s->state == PGC_ACTIVE) {
-        /* After startup the client has everything the upstream sent; tell it why we stop. */
-        pg_session_log(s, LOG_LEVEL_WARN, "upstream connection lost: %s", conn_error(s->upstream));
-        pg_session_fail(s, "08006", "phigate lost its connection to the upstream database", NULL);
+        if (!s->terminating)
+            pg_session_log(s, LOG_LEVEL_WARN, "upstream connection lost: %s", conn_error(s->upstream));
+        pg_relay_upstream_closed(s);
         return;
     }
     char why[300];
@@ -345,15 +346,25 @@ void pg_upstream_start(pg_session *s)
         return;
     }
     s->upstream_index = find_upstream_index(cfg, s->up);
-    char err[512];
-    s->engine = pg_server_engine(s->server, s->upstream_index, err, sizeof err);
-    if (!s->engine) {
-        /* Fail closed: without the catalog no statement can be analysed. */
-        pg_session_log(s, LOG_LEVEL_ERROR, "%s", err);
-        pg_session_fail(s, "08006", "phigate cannot analyse statements for this database: its catalog is not loaded",
-                        "see phigate's log");
+    pg_session_arm_timer(s, s->up->connect_timeout_ms);
+    pg_engines_request(pg_server_engines(s->server), s->upstream_index, s);
+}
+
+void pg_upstream_engine_ready(pg_session *s, sqlp_engine *engine, const char *err)
+{
+    if (s->state != PGC_CONNECTING) {
+        if (engine)
+            sqlp_engine_unref(engine);
         return;
     }
+    if (!engine) {
+        /* Fail closed: without the catalog no statement can be analysed. */
+        char msg[700];
+        snprintf(msg, sizeof msg, "phigate cannot analyse statements for database \"%s\": %s", s->up->name, err);
+        pg_session_fail(s, "08006", msg, NULL);
+        return;
+    }
+    s->engine = engine;
     s->param_status = evbuffer_new();
     struct sockaddr_storage ss;
     socklen_t sslen;

@@ -60,6 +60,8 @@ bool pg_get_i32(pg_cursor *c, int32_t *out)
 
 bool pg_get_cstring(pg_cursor *c, const char **out, size_t *len)
 {
+    if (pg_cursor_left(c) == 0)
+        return false; /* also keeps memchr away from an empty (possibly NULL) buffer */
     const uint8_t *start = c->data + c->pos;
     const uint8_t *nul = memchr(start, '\0', pg_cursor_left(c));
     if (!nul)
@@ -98,7 +100,8 @@ pg_header_result pg_parse_header(const uint8_t *buf, size_t avail, uint32_t max_
     *type = (char)buf[0];
     if (len < 4)
         return PG_HDR_TOO_SHORT;
-    if (len > max_len)
+    /* len + 1 (the type byte) must not wrap, whatever max the caller passed. */
+    if (len > max_len || len == UINT32_MAX)
         return PG_HDR_TOO_LONG;
     *total = len + 1;
     return PG_HDR_OK;

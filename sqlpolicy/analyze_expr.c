@@ -176,8 +176,11 @@ static void colref(an_run *r, const PgQuery__ColumnRef *cr, an_level *lv, an_ctx
         sp_lin l = {0};
         for (int i = 0; rte && i < rte->ncols; i++)
             lin_merge(r->a, &l, &rte->cols[i].lin);
-        if (rte && rte->unknown && rte->rel)
-            l.flags |= SP_LIN_OPAQUE; /* unknown relation with PHI rules: its row is opaque */
+        if (rte && rte->unknown) {
+            lin_merge(r->a, &l, &rte->unknown_lin); /* columns we never saw */
+            if (rte->rel)
+                l.flags |= SP_LIN_OPAQUE; /* unknown relation with PHI rules: its row is opaque */
+        }
         if (lin_phi(&l)) {
             r->an->st->touches_phi = true;
             if (ctx == AN_OUTPUT)
@@ -187,7 +190,7 @@ static void colref(an_run *r, const PgQuery__ColumnRef *cr, an_level *lv, an_ctx
                         rte && rte->name ? rte->name : "a relation", r->clause ? r->clause : "a filter");
         }
         if (r->in_where)
-            an_note_scoped(r, &l);
+            an_note_scoped(r, &l, lv);
         lin_merge(r->a, out, &l);
         out->flags &= (uint8_t)~SP_LIN_IDENT;
         return;
@@ -207,7 +210,7 @@ static void colref(an_run *r, const PgQuery__ColumnRef *cr, an_level *lv, an_ctx
             an_check_pred(r, c, eq || ctx == AN_PRED_EQ);
     }
     if (r->in_where)
-        an_note_scoped(r, &c->lin);
+        an_note_scoped(r, &c->lin, lv);
     bool first = out->n == 0 && !(out->flags & SP_LIN_OPAQUE);
     lin_merge(r->a, out, &c->lin);
     if (first && (c->lin.flags & SP_LIN_IDENT))
@@ -321,8 +324,13 @@ static void a_expr(an_run *r, const PgQuery__AExpr *e, an_level *lv, an_ctx ctx,
     default:
         break;
     }
-    expr(r, e->lexpr, lv, ctx, out, depth + 1, eq);
-    expr(r, e->rexpr, lv, ctx, out, depth + 1, eq);
+    sp_lin ll = {0}, rl = {0};
+    expr(r, e->lexpr, lv, ctx, &ll, depth + 1, eq);
+    expr(r, e->rexpr, lv, ctx, &rl, depth + 1, eq);
+    if (eq && ctx == AN_PRED && e->kind == PG_QUERY__A__EXPR__KIND__AEXPR_OP)
+        an_note_join(r, &ll, &rl, lv);
+    lin_merge(r->a, out, &ll);
+    lin_merge(r->a, out, &rl);
 }
 
 static void sublink(an_run *r, const PgQuery__SubLink *s, an_level *lv, an_ctx ctx, sp_lin *out, int depth,
@@ -349,7 +357,9 @@ static void sublink(an_run *r, const PgQuery__SubLink *s, an_level *lv, an_ctx c
         an_ctx sub = pred ? (is_eq ? AN_PRED_EQ : AN_PRED) : ctx;
         expr(r, s->testexpr, lv, pred ? AN_PRED : ctx, out, depth + 1, is_eq);
         an_query(r, s->subselect, lv, sub, &cols, &ncols, depth + 1);
-        for (int i = 0; i < ncols; i++)
+        /* in output the comparison ran on masked values: its boolean says
+         * nothing more; elsewhere it compared raw values and carries them */
+        for (int i = 0; ctx != AN_OUTPUT && i < ncols; i++)
             lin_merge(r->a, out, &cols[i].lin);
         return;
     }

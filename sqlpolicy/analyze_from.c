@@ -296,6 +296,7 @@ static an_level *outer_view(an_run *r, an_level *lv)
 {
     an_level *o = an_level_new(r, lv->parent);
     o->ctes = lv->ctes;
+    o->bound_by = lv; /* not visible by name, but its LIMIT bounds the rows */
     return o;
 }
 
@@ -393,6 +394,7 @@ static an_item *join(an_run *r, an_level *lv, const PgQuery__JoinExpr *j, int de
         /* joining on them compares them with '=' */
         an_check_pred(r, lc, true);
         an_check_pred(r, rc, true);
+        an_note_join(r, &lc->lin, &rc->lin, lv);
         an_col *m = an_rte_add_col(r, jt, names[i]);
         const an_col *src = j->jointype == PG_QUERY__JOIN_TYPE__JOIN_RIGHT ? rc : lc;
         if (j->jointype == PG_QUERY__JOIN_TYPE__JOIN_FULL) {
@@ -438,7 +440,8 @@ static an_item *join(an_run *r, an_level *lv, const PgQuery__JoinExpr *j, int de
 
 static an_item *range_function(an_run *r, an_level *lv, const PgQuery__RangeFunction *rf, int depth)
 {
-    an_level *sees = rf->lateral ? lv : outer_view(r, lv);
+    /* a function in FROM sees the items before it, LATERAL or not (PostgreSQL docs, 7.2.1.5) */
+    an_level *sees = lv;
     an_rte *t = an_rte_new(r, rf->alias && rf->alias->aliasname ? rf->alias->aliasname : NULL);
     bool unknown_cols = false;
     for (size_t i = 0; i < rf->n_functions; i++) {

@@ -45,6 +45,8 @@ uint32_t an_colref_end(an_run *r, uint32_t loc)
 {
     const sp_lexed *lx = r->an->lx;
     int i = sp_tok_at(lx, loc);
+    if (i >= 0 && lx->tok[i].kind == SPT_OP && lx->tok[i].end - lx->tok[i].start == 1 && r->an->sql[loc] == '*')
+        return lx->tok[i].end; /* a bare '*' */
     if (i < 0 || !tok_name(&lx->tok[i]))
         return loc; /* caller refuses: nothing safe to splice */
     while ((uint32_t)i + 2 < lx->ntok && lx->tok[i + 1].kind == SPT_DOT &&

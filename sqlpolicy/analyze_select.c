@@ -208,6 +208,7 @@ void an_targets(an_run *r, Node *const *targets, size_t n, an_level *lv, an_ctx 
         }
         const PgQuery__ResTarget *rt = tn->res_target;
         const Node *val = rt->val;
+        bool named = rt->name && *rt->name; /* protobuf-c gives "" for no name */
         if (val && val->node_case == PG_QUERY__NODE__NODE_COLUMN_REF && val->column_ref->n_fields &&
             val->column_ref->fields[val->column_ref->n_fields - 1]->node_case == PG_QUERY__NODE__NODE_A_STAR) {
             star(r, rt, lv, ctx, cols, ncols, &cap);
@@ -220,7 +221,7 @@ void an_targets(an_run *r, Node *const *targets, size_t n, an_level *lv, an_ctx 
         sp_buf_init(&r->masks, r->a, 32);
         an_col oc = {0};
         an_expr(r, val, lv, ctx, &oc.lin, depth + 1);
-        oc.name = rt->name && *rt->name ? rt->name : an_figure_colname(val);
+        oc.name = named ? rt->name : an_figure_colname(val);
         if ((oc.lin.flags & SP_LIN_IDENT) && oc.lin.n == 1)
             oc.type = oc.lin.src[0]->type_name;
         if (ctx == AN_OUTPUT && !r->an->role->unmasked && !r->no_edits && rt->location >= 0) {
@@ -228,15 +229,15 @@ void an_targets(an_run *r, Node *const *targets, size_t n, an_level *lv, an_ctx 
             if (r->whole_row) {
                 /* PHI we cannot follow column by column: the whole value is redacted */
                 r->an->nedits = mark;
-                uint32_t end = rt->name ? named_end(r, loc, rt->name) : an_expr_end(r, loc);
+                uint32_t end = named ? named_end(r, loc, rt->name) : an_expr_end(r, loc);
                 const char *orig = sp_strndup(r->a, r->an->sql + loc, end - loc);
                 const char *txt = sp_printf(r->a, "(CASE WHEN (%s) IS NULL THEN NULL ELSE '[REDACTED]' END)%s%s",
-                                            orig, rt->name ? "" : " AS ", rt->name ? "" : quoted(r, oc.name));
+                                            orig, named ? "" : " AS ", named ? "" : quoted(r, oc.name));
                 an_edit(r, loc, end - loc, txt);
                 r->masks.len = 0;
                 an_note_mask(r, "redact");
                 oc.lin.flags |= SP_LIN_OPAQUE;
-            } else if (r->an->nedits > mark && !(rt->name && *rt->name)) {
+            } else if (r->an->nedits > mark && !named) {
                 /* masking changed the expression: keep the name the client expects */
                 uint32_t end = an_expr_end(r, loc);
                 an_edit(r, end, 0, sp_printf(r->a, " AS %s", quoted(r, oc.name)));

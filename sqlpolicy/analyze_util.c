@@ -260,24 +260,80 @@ void an_note_read(an_run *r, const cat_rel *rel, an_level *lv)
     r->nreads++;
 }
 
-void an_note_scoped(an_run *r, const sp_lin *l)
+static void add_pair(an_run *r, an_read **arr, int *n, int *cap, const cat_rel *rel, an_level *lv)
 {
-    for (int i = 0; i < l->n; i++) {
-        const cat_rel *rel = l->src[i]->rel;
-        int j;
-        for (j = 0; j < r->nscoped; j++)
-            if (r->scoped[j] == rel)
-                break;
-        if (j < r->nscoped)
-            continue;
-        if (r->nscoped == r->capscoped) {
-            int ncap = r->capscoped ? r->capscoped * 2 : 8;
-            const cat_rel **n = sp_alloc(r->a, (size_t)ncap * sizeof *n);
-            if (r->nscoped)
-                memcpy(n, r->scoped, (size_t)r->nscoped * sizeof *n);
-            r->scoped = n;
-            r->capscoped = ncap;
-        }
-        r->scoped[r->nscoped++] = rel;
+    for (int j = 0; arr == &r->scoped && j < *n; j++)
+        if ((*arr)[j].rel == rel && (*arr)[j].level == lv)
+            return;
+    if (*n == *cap) {
+        int ncap = *cap ? *cap * 2 : 8;
+        an_read *na = sp_alloc(r->a, (size_t)ncap * sizeof *na);
+        if (*n)
+            memcpy(na, *arr, (size_t)*n * sizeof *na);
+        *arr = na;
+        *cap = ncap;
     }
+    (*arr)[*n].rel = rel;
+    (*arr)[*n].level = lv;
+    (*n)++;
+}
+
+void an_note_scoped(an_run *r, const sp_lin *l, an_level *lv)
+{
+    for (int i = 0; i < l->n; i++)
+        add_pair(r, &r->scoped, &r->nscoped, &r->capscoped, l->src[i]->rel, lv);
+}
+
+void an_note_join(an_run *r, const sp_lin *a, const sp_lin *b, an_level *lv)
+{
+    if (!(a->flags & SP_LIN_IDENT) || !(b->flags & SP_LIN_IDENT) || a->n != 1 || b->n != 1)
+        return;
+    add_pair(r, &r->joined, &r->njoined, &r->capjoined, a->src[0]->rel, lv);
+    add_pair(r, &r->joined, &r->njoined, &r->capjoined, b->src[0]->rel, lv);
+}
+
+static const an_level *up(const an_level *l)
+{
+    return l->bound_by ? l->bound_by : l->parent;
+}
+
+/* rel is restricted for reads at level lv: by a WHERE of lv or of a level
+ * above it, or a LIMIT / one-row aggregate there. */
+static bool scoped_at(const an_run *r, const cat_rel *rel, const an_level *lv)
+{
+    for (const an_level *l = lv; l; l = up(l)) {
+        if (l->limited || (l->aggregated && !l->collecting && !l->has_group))
+            return true;
+        for (int i = 0; i < r->nscoped; i++)
+            if (r->scoped[i].rel == rel && r->scoped[i].level == l)
+                return true;
+    }
+    return false;
+}
+
+bool an_rel_scoped(an_run *r, const cat_rel *rel)
+{
+    /* close over key joins: "p.id = 1 AND e.patient_id = p.id" restricts e */
+    bool grew = true;
+    while (grew) {
+        grew = false;
+        for (int i = 0; i + 1 < r->njoined; i += 2) {
+            const an_read *x = &r->joined[i], *y = &r->joined[i + 1];
+            bool sx = scoped_at(r, x->rel, x->level), sy = scoped_at(r, y->rel, y->level);
+            if (sx != sy) {
+                const an_read *t = sx ? y : x;
+                add_pair(r, &r->scoped, &r->nscoped, &r->capscoped, t->rel, t->level);
+                grew = true;
+            }
+        }
+    }
+    bool any = false;
+    for (int i = 0; i < r->nreads; i++) {
+        if (r->reads[i].rel != rel)
+            continue;
+        any = true;
+        if (!scoped_at(r, rel, r->reads[i].level))
+            return false;
+    }
+    return any;
 }

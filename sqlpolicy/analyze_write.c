@@ -51,6 +51,14 @@ static void target_rel(an_run *r, an_rte *t)
         r->an->st->touches_phi = true;
 }
 
+/* RETURNING * means the target's columns: the target is the first FROM item */
+static void target_item(an_run *r, an_level *lv, an_rte *t)
+{
+    an_item *it = sp_alloc(r->a, sizeof *it);
+    it->rte = t;
+    an_item_add(r, lv, it);
+}
+
 static void returning(an_run *r, Node *const *list, size_t n, an_level *lv, an_ctx ctx, an_col **cols, int *ncols,
                       int depth)
 {
@@ -66,7 +74,8 @@ void an_insert(an_run *r, const PgQuery__InsertStmt *s, an_level *parent, an_ctx
     *ncols = 0;
     an_level *lv = an_level_new(r, parent);
     an_with(r, s->with_clause, lv, depth + 1);
-    an_rte *t = an_relation(r, lv, s->relation, false);
+    an_rte *t = an_relation(r, lv, s->relation, true);
+    lv->limited = true; /* RETURNING gives back the rows this statement wrote */
     target_rel(r, t);
     const char *tname = s->relation->relname ? s->relation->relname : "?";
     if (s->select_stmt) {
@@ -89,6 +98,7 @@ void an_insert(an_run *r, const PgQuery__InsertStmt *s, an_level *parent, an_ctx
         }
     }
     an_level_add(r, lv, t);
+    target_item(r, lv, t);
     if (s->on_conflict_clause) {
         const PgQuery__OnConflictClause *oc = s->on_conflict_clause;
         /* EXCLUDED is the proposed row: same columns as the target */
@@ -137,9 +147,10 @@ void an_update(an_run *r, const PgQuery__UpdateStmt *s, an_level *parent, an_ctx
     *ncols = 0;
     an_level *lv = an_level_new(r, parent);
     an_with(r, s->with_clause, lv, depth + 1);
-    an_rte *t = an_relation(r, lv, s->relation, false);
+    an_rte *t = an_relation(r, lv, s->relation, true);
     target_rel(r, t);
     an_level_add(r, lv, t);
+    target_item(r, lv, t);
     for (size_t i = 0; i < s->n_from_clause; i++) {
         an_item *it = an_from_item(r, lv, s->from_clause[i], depth + 1);
         if (it)
@@ -163,9 +174,10 @@ void an_delete(an_run *r, const PgQuery__DeleteStmt *s, an_level *parent, an_ctx
     *ncols = 0;
     an_level *lv = an_level_new(r, parent);
     an_with(r, s->with_clause, lv, depth + 1);
-    an_rte *t = an_relation(r, lv, s->relation, false);
+    an_rte *t = an_relation(r, lv, s->relation, true);
     target_rel(r, t);
     an_level_add(r, lv, t);
+    target_item(r, lv, t);
     for (size_t i = 0; i < s->n_using_clause; i++) {
         an_item *it = an_from_item(r, lv, s->using_clause[i], depth + 1);
         if (it)

@@ -304,7 +304,9 @@ bool sqlp_catalog_add_pg_row(sqlp_catalog *cat, const char *const *f, size_t nfi
 /* ---- blocked system relations ---------------------------------------------- */
 
 /* Relations whose rows are data values (statistics samples, other sessions'
- * statements, password hashes, large objects, server config files). */
+ * statements, password hashes, large objects, server config files).
+ * pg_statistic_ext is not one: it holds the definitions psql's \d lists; the
+ * sampled values live in pg_statistic_ext_data. */
 static const struct {
     const char *name;
     const char *why;
@@ -313,7 +315,6 @@ static const struct {
     {"pg_stats_ext", "extended statistics hold sampled data values"},
     {"pg_stats_ext_exprs", "extended statistics hold sampled data values"},
     {"pg_statistic", "column statistics hold sampled data values"},
-    {"pg_statistic_ext", "extended statistics hold sampled data values"},
     {"pg_statistic_ext_data", "extended statistics hold sampled data values"},
     {"pg_stat_statements", "holds other sessions' statement text"},
     {"pg_stat_statements_info", "pg_stat_statements is not available through phigate"},

@@ -602,11 +602,6 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
         set_path(&an, ctx->search_path);
         sp_analyse(&an, tree);
     }
-    if (tree) {
-        pg_query__parse_result__free_unpacked(tree, NULL);
-        tree = NULL;
-    }
-
     bool cacheable = len <= SP_CACHE_MAX_TEXT;
     if (deny_rule) {
         d->verdict = SQLP_DENY;
@@ -676,6 +671,11 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
         }
         if (d->verdict != SQLP_DENY && d->verdict != SQLP_HOLD && ctx->session)
             apply_effects(ctx->session, &an, d);
+    }
+    /* the analysis points into the tree until here (names, effects) */
+    if (tree) {
+        pg_query__parse_result__free_unpacked(tree, NULL);
+        tree = NULL;
     }
     a->oom = NULL;
     if (cacheable && eng->cache)

@@ -72,6 +72,7 @@ typedef struct an_cte {
 
 struct an_level {
     an_level *parent;       /* enclosing query (correlated references) */
+    an_level *bound_by;     /* FROM subqueries: the query whose LIMIT bounds their rows */
     an_rte **rtes;
     int nrtes, caprtes;
     an_item **items;
@@ -95,8 +96,10 @@ typedef struct an_run {
     sp_arena *a;
     an_read *reads;
     int nreads, capreads;
-    const cat_rel **scoped;  /* relations a WHERE clause restricts */
+    an_read *scoped;         /* relation restricted by a WHERE clause of a level */
     int nscoped, capscoped;
+    an_read *joined;         /* pairs (x at level, y at level): joined with x.col = y.col */
+    int njoined, capjoined;
     bool in_where;           /* walking a WHERE clause (scopes relations) */
     const char *clause;      /* clause being walked, for messages */
     bool whole_row;          /* a whole-row PHI reference met in the current output target */
@@ -173,7 +176,14 @@ void an_with(an_run *r, const PgQuery__WithClause *w, an_level *lv, int depth);
 /* Use of a (possibly PHI) column in a predicate; eq: directly under '=' / IN / USING. */
 void an_check_pred(an_run *r, const an_col *c, bool eq);
 void an_note_read(an_run *r, const cat_rel *rel, an_level *lv);
-void an_note_scoped(an_run *r, const sp_lin *l);
+/* A WHERE clause of level lv reads these columns: their relations count as
+ * restricted for every read at lv or below it. */
+void an_note_scoped(an_run *r, const sp_lin *l, an_level *lv);
+/* a = b between two plain columns at lv: a relation joined on a key to a
+ * restricted one is restricted too. */
+void an_note_join(an_run *r, const sp_lin *a, const sp_lin *b, an_level *lv);
+/* Every read of rel is restricted (WHERE, key join, LIMIT, one-row aggregate). */
+bool an_rel_scoped(an_run *r, const cat_rel *rel);
 bool an_const_int(const Node *n, int64_t *out);
 const char *an_str(const Node *n); /* String node value, else NULL */
 

@@ -1,0 +1,444 @@
+/*
+ * Table-driven tests of the sqlpolicy engine: statement in, decision and
+ * rewrite out (pgbouncer's hba_test.rules / .eval, libpg_query's
+ * input/expected pairs).
+ *
+ * The engine is built without a server: the clinic catalog comes from
+ * tests/unit/sqlpolicy/clinic_catalog.tsv (rows of sqlp_catalog_pg_query()
+ * as the clinic fixture answers it, plus a few views), the rules from
+ * masking-rules/.  Cases live in tests/unit/sqlpolicy/NAME.cases:
+ *
+ *   # comment
+ *   role tester                 switch role (agent, tester, eq, unmasked, holder)
+ *   session                     a fresh SQL session (PREPARE / DECLARE state)
+ *   sql SELECT ...              the statement (following "+ ..." lines continue it)
+ *   verdict rewrite             allow | rewrite | hold | deny
+ *   rule phi.masked             the decision's rule (optional)
+ *   class read                  class of the first statement (optional)
+ *   same                        upstream_sql is the input, byte for byte
+ *   upstream <text>             upstream_sql exactly
+ *   has <text>                  upstream_sql contains text
+ *   lacks <text>                upstream_sql does not contain text
+ *   reason <text>               reason contains text
+ *   phi yes|no                  touches_phi
+ *   col <i> <name> <class|-> <mask|->   output column i of statement 0
+ *   end                         (a blank line also ends a case)
+ *
+ * Usage: test_sqlpolicy [-v] [-d out] [dir]   run every NAME.cases file
+ *        (-d: also write the upstream_sql of each rewritten or held case to out/)
+ *        test_sqlpolicy -e 'SQL' [role] print one decision (a debugging aid)
+ * The last line is "N passed, N failed"; the exit status is 1 on a failure.
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sqlpolicy/sqlpolicy.h"
+
+static int passed, failed;
+static bool verbose;
+static const char *dump_dir; /* -d DIR: write each case's upstream_sql there (tests/pgtap/run_rewrites.sh) */
+static int dumped;
+
+/* ---- engine from files --------------------------------------------------------- */
+
+static char *unescape_copy(char *s)
+{
+    /* COPY text format: \N is NULL, backslash escapes \t \n \\ */
+    if (strcmp(s, "\\N") == 0)
+        return NULL;
+    char *o = s;
+    for (char *p = s; *p; p++) {
+        if (*p == '\\' && p[1]) {
+            p++;
+            *o++ = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p == 'r' ? '\r' : *p;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = 0;
+    return s;
+}
+
+static bool load_catalog(sqlp_catalog *cat, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        perror(path);
+        return false;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int lineno = 0;
+    bool ok = true;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        lineno++;
+        if (line[n - 1] == '\n')
+            line[--n] = 0;
+        if (!*line || *line == '#')
+            continue;
+        const char *fields[SQLP_CATALOG_PG_NFIELDS] = {0};
+        size_t nf = 0;
+        char *p = line;
+        while (nf < SQLP_CATALOG_PG_NFIELDS) {
+            char *tab = strchr(p, '\t');
+            if (tab)
+                *tab = 0;
+            fields[nf++] = unescape_copy(p);
+            if (!tab)
+                break;
+            p = tab + 1;
+        }
+        if (!sqlp_catalog_add_pg_row(cat, fields, nf)) {
+            fprintf(stderr, "%s:%d: row not accepted\n", path, lineno);
+            ok = false;
+        }
+    }
+    free(line);
+    fclose(f);
+    return ok;
+}
+
+static const char *data_dir = "tests/unit/sqlpolicy";
+
+static sqlp_engine *build_engine(void)
+{
+    char path[512], err[512];
+    sqlp_catalog *cat = sqlp_catalog_new();
+    snprintf(path, sizeof path, "%s/clinic_catalog.tsv", data_dir);
+    if (!cat || !load_catalog(cat, path))
+        return NULL;
+    if (!sqlp_catalog_load_rules(cat, "masking-rules", err, sizeof err)) {
+        fprintf(stderr, "masking-rules: %s\n", err);
+        sqlp_catalog_free(cat);
+        return NULL;
+    }
+    return sqlp_engine_new(cat);
+}
+
+/* ---- roles --------------------------------------------------------------------- */
+
+static sqlp_role roles[5];
+static const char *role_names[] = {"agent", "tester", "eq", "unmasked", "holder"};
+
+static void init_roles(void)
+{
+    for (int i = 0; i < 5; i++) {
+        sqlp_role_init_agent(&roles[i]);
+        roles[i].name = (char *)role_names[i];
+        for (int k = 0; k < 32; k++)
+            roles[i].token_key[k] = (unsigned char)(k * 7 + 1);
+    }
+    /* the integration suite's test role: it may write, create and export */
+    sqlp_role *t = &roles[1];
+    t->classes[SQLP_CLASS_WRITE] = SQLP_CLASS_ALLOW;
+    t->classes[SQLP_CLASS_DDL] = SQLP_CLASS_ALLOW;
+    t->classes[SQLP_CLASS_EXPORT] = SQLP_CLASS_ALLOW;
+    /* equality on names and SSNs allowed, everything else default */
+    roles[2].predicates[SQLP_HIPAA_NAMES] = SQLP_PRED_EQUALITY;
+    roles[2].predicates[SQLP_HIPAA_SSN] = SQLP_PRED_EQUALITY;
+    roles[2].predicates[SQLP_HIPAA_DATES] = SQLP_PRED_ALLOW;
+    roles[3].unmasked = true;
+    roles[3].classes[SQLP_CLASS_WRITE] = SQLP_CLASS_ALLOW;
+    roles[4].classes[SQLP_CLASS_WRITE] = SQLP_CLASS_HOLD;
+    roles[4].classes[SQLP_CLASS_EXPORT] = SQLP_CLASS_HOLD;
+}
+
+static const sqlp_role *role_by_name(const char *n)
+{
+    for (int i = 0; i < 5; i++)
+        if (strcmp(role_names[i], n) == 0)
+            return &roles[i];
+    return NULL;
+}
+
+/* ---- one case ------------------------------------------------------------------ */
+
+typedef struct tcase {
+    char file[256];
+    int line;
+    char *sql;
+    size_t sqllen;
+    char *lines[64]; /* expectation lines */
+    int nlines;
+} tcase;
+
+static void print_decision(const sqlp_decision *d)
+{
+    printf("verdict: %s\nrule: %s\nreason: %s\nphi: %s\n", sqlp_verdict_name(d->verdict), d->rule ? d->rule : "-",
+           d->reason ? d->reason : "-", d->touches_phi ? "yes" : "no");
+    for (size_t i = 0; i < d->nstatements; i++) {
+        const sqlp_statement *s = &d->statements[i];
+        printf("statement %zu: %s %s %s\n", i, sqlp_class_name(s->stmt_class), sqlp_verdict_name(s->verdict),
+               s->rule ? s->rule : "-");
+        for (size_t k = 0; k < s->ncolumns; k++)
+            printf("  col %zu %s %s %s  [%s]\n", k, s->columns[k].name, s->columns[k].hipaa_class ? s->columns[k].hipaa_class : "-",
+                   s->columns[k].mask ? s->columns[k].mask : "-", s->columns[k].sources ? s->columns[k].sources : "");
+    }
+    printf("upstream: %s\n", d->upstream_sql ? d->upstream_sql : "(null)");
+}
+
+static bool check_line(const tcase *c, const sqlp_decision *d, const char *l, char *why, size_t wl)
+{
+    const char *sp = strchr(l, ' ');
+    const char *arg = sp ? sp + 1 : "";
+    size_t kl = sp ? (size_t)(sp - l) : strlen(l);
+#define KEY(k) (kl == strlen(k) && strncmp(l, k, kl) == 0)
+    const char *up = d->upstream_sql ? d->upstream_sql : "";
+    if (KEY("verdict")) {
+        if (strcmp(sqlp_verdict_name(d->verdict), arg) == 0)
+            return true;
+        snprintf(why, wl, "verdict %s (rule %s: %s), expected %s", sqlp_verdict_name(d->verdict),
+                 d->rule ? d->rule : "-", d->reason ? d->reason : "-", arg);
+        return false;
+    }
+    if (KEY("rule")) {
+        if (d->rule && strcmp(d->rule, arg) == 0)
+            return true;
+        snprintf(why, wl, "rule %s (%s), expected %s", d->rule ? d->rule : "-", d->reason ? d->reason : "-", arg);
+        return false;
+    }
+    if (KEY("class")) {
+        if (d->nstatements && strcmp(sqlp_class_name(d->statements[0].stmt_class), arg) == 0)
+            return true;
+        snprintf(why, wl, "class %s, expected %s",
+                 d->nstatements ? sqlp_class_name(d->statements[0].stmt_class) : "-", arg);
+        return false;
+    }
+    if (KEY("same")) {
+        if (d->upstream_sql && d->upstream_len == c->sqllen && memcmp(d->upstream_sql, c->sql, c->sqllen) == 0)
+            return true;
+        snprintf(why, wl, "upstream differs from the input: %s", d->upstream_sql ? d->upstream_sql : "(null)");
+        return false;
+    }
+    if (KEY("upstream")) {
+        if (strcmp(up, arg) == 0)
+            return true;
+        snprintf(why, wl, "upstream\n      got: %s\n expected: %s", up, arg);
+        return false;
+    }
+    if (KEY("has")) {
+        if (strstr(up, arg))
+            return true;
+        snprintf(why, wl, "upstream lacks \"%s\": %s", arg, up);
+        return false;
+    }
+    if (KEY("lacks")) {
+        if (!strstr(up, arg))
+            return true;
+        snprintf(why, wl, "upstream has \"%s\": %s", arg, up);
+        return false;
+    }
+    if (KEY("reason")) {
+        if (d->reason && strstr(d->reason, arg))
+            return true;
+        snprintf(why, wl, "reason \"%s\" lacks \"%s\"", d->reason ? d->reason : "-", arg);
+        return false;
+    }
+    if (KEY("phi")) {
+        bool want = strcmp(arg, "yes") == 0;
+        if (d->touches_phi == want)
+            return true;
+        snprintf(why, wl, "touches_phi %s, expected %s", d->touches_phi ? "yes" : "no", arg);
+        return false;
+    }
+    if (KEY("col")) {
+        size_t i;
+        char name[128], cls[64], mask[128];
+        if (sscanf(arg, "%zu %127s %63s %127[^\n]", &i, name, cls, mask) != 4) {
+            snprintf(why, wl, "bad col line");
+            return false;
+        }
+        if (!d->nstatements || i >= d->statements[0].ncolumns) {
+            snprintf(why, wl, "no output column %zu", i);
+            return false;
+        }
+        const sqlp_output_column *oc = &d->statements[0].columns[i];
+        const char *gc = oc->hipaa_class ? oc->hipaa_class : "-", *gm = oc->mask ? oc->mask : "-";
+        if (strcmp(oc->name, name) == 0 && strcmp(gc, cls) == 0 && strcmp(gm, mask) == 0)
+            return true;
+        snprintf(why, wl, "col %zu is %s %s %s, expected %s %s %s", i, oc->name, gc, gm, name, cls, mask);
+        return false;
+    }
+    snprintf(why, wl, "unknown expectation \"%s\"", l);
+    return false;
+#undef KEY
+}
+
+static void run_case(sqlp_engine *eng, const sqlp_role *role, sqlp_session *sess, tcase *c)
+{
+    sqlp_context ctx = {.identity = "test", .role = role, .database = "clinic", .session = sess};
+    sqlp_decision *d = sqlp_decide(eng, &ctx, c->sql, c->sqllen);
+    bool ok = true;
+    char why[4096];
+    for (int i = 0; i < c->nlines && ok; i++)
+        if (!check_line(c, d, c->lines[i], why, sizeof why)) {
+            ok = false;
+            printf("FAIL %s:%d: %s\n  sql: %s\n  %s\n", c->file, c->line, role->name, c->sql, why);
+        }
+    if (ok && verbose)
+        printf("ok   %s:%d\n", c->file, c->line);
+    if (dump_dir && d->upstream_sql && (d->verdict == SQLP_REWRITE || d->verdict == SQLP_HOLD)) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%04d_%.200s_%d.sql", dump_dir, ++dumped, c->file, c->line);
+        FILE *f = fopen(path, "w");
+        if (f) {
+            fprintf(f, "%s\n", d->upstream_sql);
+            fclose(f);
+        }
+    }
+    if (ok) {
+        /* a second decision comes from the cache and must be the same object's twin */
+        sqlp_decision *d2 = sqlp_decide(eng, &ctx, c->sql, c->sqllen);
+        if (d2->verdict != d->verdict ||
+            (d->upstream_sql && (!d2->upstream_sql || strcmp(d->upstream_sql, d2->upstream_sql) != 0))) {
+            ok = false;
+            printf("FAIL %s:%d: second decision differs (%s vs %s)\n", c->file, c->line,
+                   sqlp_verdict_name(d2->verdict), sqlp_verdict_name(d->verdict));
+        }
+        sqlp_decision_free(d2);
+    }
+    sqlp_decision_free(d);
+    if (ok)
+        passed++;
+    else
+        failed++;
+}
+
+static void run_file(sqlp_engine *eng, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        perror(path);
+        failed++;
+        return;
+    }
+    const sqlp_role *role = role_by_name("agent");
+    sqlp_session *sess = sqlp_session_new();
+    tcase c = {0};
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    snprintf(c.file, sizeof c.file, "%.200s", base);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int lineno = 0;
+    for (;;) {
+        n = getline(&line, &cap, f);
+        bool eof = n <= 0;
+        if (!eof) {
+            lineno++;
+            while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+                line[--n] = 0;
+        }
+        bool blank = eof || n == 0 || strcmp(line, "end") == 0;
+        if (blank) {
+            if (c.sql)
+                run_case(eng, role, sess, &c);
+            free(c.sql);
+            for (int i = 0; i < c.nlines; i++)
+                free(c.lines[i]);
+            c.sql = NULL;
+            c.sqllen = 0;
+            c.nlines = 0;
+            if (eof)
+                break;
+            continue;
+        }
+        if (line[0] == '#')
+            continue;
+        if (strncmp(line, "role ", 5) == 0) {
+            role = role_by_name(line + 5);
+            if (!role) {
+                printf("FAIL %s:%d: unknown role %s\n", c.file, lineno, line + 5);
+                failed++;
+                role = role_by_name("agent");
+            }
+        } else if (strcmp(line, "session") == 0) {
+            sqlp_session_reset(sess);
+        } else if (strncmp(line, "sql ", 4) == 0) {
+            free(c.sql);
+            c.sql = strdup(line + 4);
+            c.sqllen = strlen(c.sql);
+            c.line = lineno;
+        } else if (strncmp(line, "+ ", 2) == 0 && c.sql) {
+            size_t add = strlen(line + 2);
+            c.sql = realloc(c.sql, c.sqllen + add + 2);
+            c.sql[c.sqllen++] = '\n';
+            memcpy(c.sql + c.sqllen, line + 2, add + 1);
+            c.sqllen += add;
+        } else if (c.nlines < 64) {
+            c.lines[c.nlines++] = strdup(line);
+        }
+    }
+    free(line);
+    sqlp_session_free(sess);
+    fclose(f);
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int main(int argc, char **argv)
+{
+    init_roles();
+    int ai = 1;
+    for (;;) {
+        if (ai < argc && strcmp(argv[ai], "-v") == 0) {
+            verbose = true;
+            ai++;
+        } else if (ai + 1 < argc && strcmp(argv[ai], "-d") == 0) {
+            dump_dir = argv[ai + 1];
+            ai += 2;
+        } else {
+            break;
+        }
+    }
+    if (ai + 1 < argc + 1 && ai < argc && strcmp(argv[ai], "-e") == 0 && ai + 1 < argc) {
+        sqlp_engine *eng = build_engine();
+        if (!eng)
+            return 2;
+        const sqlp_role *role = role_by_name(ai + 2 < argc ? argv[ai + 2] : "agent");
+        sqlp_context ctx = {.identity = "cli", .role = role ? role : &roles[0], .database = "clinic"};
+        sqlp_decision *d = sqlp_decide(eng, &ctx, argv[ai + 1], strlen(argv[ai + 1]));
+        print_decision(d);
+        sqlp_decision_free(d);
+        sqlp_engine_unref(eng);
+        return 0;
+    }
+    if (ai < argc)
+        data_dir = argv[ai];
+    sqlp_engine *eng = build_engine();
+    if (!eng) {
+        printf("0 passed, 1 failed\n");
+        return 1;
+    }
+    DIR *dir = opendir(data_dir);
+    char *names[256];
+    int nn = 0;
+    struct dirent *de;
+    while (dir && (de = readdir(dir)) && nn < 256) {
+        size_t l = strlen(de->d_name);
+        if (l > 6 && strcmp(de->d_name + l - 6, ".cases") == 0)
+            names[nn++] = strdup(de->d_name);
+    }
+    if (dir)
+        closedir(dir);
+    qsort(names, (size_t)nn, sizeof *names, cmp_names);
+    for (int i = 0; i < nn; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", data_dir, names[i]);
+        run_file(eng, path);
+        free(names[i]);
+    }
+    if (nn == 0) {
+        printf("no .cases files in %s\n", data_dir);
+        failed++;
+    }
+    sqlp_engine_unref(eng);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
