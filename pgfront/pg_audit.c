@@ -181,8 +181,11 @@ static void statement_record(pg_session *s, const char *sql, size_t len, const s
     audit_column cols[64];
     size_t ncols;
     column_facts(d, cols, 64, &ncols);
-    bool sent = d->verdict == SQLP_ALLOW || d->verdict == SQLP_REWRITE;
+    /* A held statement that an approval released runs like an allowed one. */
+    bool sent = d->verdict == SQLP_ALLOW || d->verdict == SQLP_REWRITE || approval_id;
     const char *upstream = sent ? d->upstream_sql : NULL;
+    bool rewritten = upstream && (strlen(upstream) != len || memcmp(upstream, sql, len) != 0);
+    const char *decision = approval_id ? (rewritten ? "rewrite" : "allow") : sqlp_verdict_name(d->verdict);
     audit_statement_info info = {
         .session = s->audit_session,
         .stmt = s->statements,
@@ -192,7 +195,7 @@ static void statement_record(pg_session *s, const char *sql, size_t len, const s
         .upstream_len = upstream ? strlen(upstream) : 0,
         .params = params,
         .nparams = nparams,
-        .decision = sqlp_verdict_name(d->verdict),
+        .decision = decision,
         .statement_class = d->nstatements ? sqlp_class_name(d->statements[0].stmt_class) : NULL,
         .rule = d->rule,
         .reason = d->reason,

@@ -213,7 +213,7 @@ static void close_when_flushed(pg_session *s)
     if (s->state == PGC_DEAD)
         return;
     if (conn_unsent(s->client) == 0) {
-        pg_session_close(s, "error sent");
+        pg_session_close(s, s->terminating ? "client sent Terminate" : "error sent");
         return;
     }
     if (++s->closing_polls > 500) { /* 5 s at 10 ms */

@@ -11,7 +11,7 @@
  *   # comment
  *   role tester                 switch role (agent, tester, eq, unmasked, holder)
  *   session                     a fresh SQL session (PREPARE / DECLARE state)
- *   sql SELECT ...              the statement (following "+ ..." lines continue it)
+ *   sql SELECT ...              the statement ("+ ..." lines continue the line before)
  *   verdict rewrite             allow | rewrite | hold | deny
  *   rule phi.masked             the decision's rule (optional)
  *   class read                  class of the first statement (optional)
@@ -362,12 +362,21 @@ static void run_file(sqlp_engine *eng, const char *path)
             c.sql = strdup(line + 4);
             c.sqllen = strlen(c.sql);
             c.line = lineno;
-        } else if (strncmp(line, "+ ", 2) == 0 && c.sql) {
+        } else if (strncmp(line, "+ ", 2) == 0 && c.sql && c.nlines == 0) {
+            /* continues the statement */
             size_t add = strlen(line + 2);
             c.sql = realloc(c.sql, c.sqllen + add + 2);
             c.sql[c.sqllen++] = '\n';
             memcpy(c.sql + c.sqllen, line + 2, add + 1);
             c.sqllen += add;
+        } else if (strncmp(line, "+ ", 2) == 0 && c.nlines > 0) {
+            /* continues the last expectation */
+            char *prev = c.lines[c.nlines - 1];
+            size_t pl = strlen(prev), add = strlen(line + 2);
+            prev = realloc(prev, pl + add + 2);
+            prev[pl] = '\n';
+            memcpy(prev + pl + 1, line + 2, add + 1);
+            c.lines[c.nlines - 1] = prev;
         } else if (c.nlines < 64) {
             c.lines[c.nlines++] = strdup(line);
         }
