@@ -85,8 +85,11 @@ an_rte *an_relation(an_run *r, an_level *lv, const PgQuery__RangeVar *rv, bool r
                 mention = true;
                 rs = r->an->path[i];
             }
-        if (mention)
+        if (mention) {
             t->rel = synthetic_rel(r, rs, name);
+            if (read)
+                an_note_read(r, t->rel, lv);
+        }
         return t;
     }
     t->rel = rel;

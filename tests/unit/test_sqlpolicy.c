@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sqlpolicy/sqlpolicy.h"
 
@@ -386,6 +387,271 @@ static void run_file(sqlp_engine *eng, const char *path)
     fclose(f);
 }
 
+/* ---- checks that do not fit a table ------------------------------------------- */
+
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        if (cond) {                                                             \
+            passed++;                                                           \
+        } else {                                                                \
+            failed++;                                                           \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                         \
+            printf(__VA_ARGS__);                                                \
+            printf("\n");                                                       \
+        }                                                                       \
+    } while (0)
+
+static sqlp_decision *decide(sqlp_engine *eng, const sqlp_role *role, const char *sql, size_t len)
+{
+    sqlp_context ctx = {.identity = "test", .role = role, .database = "clinic"};
+    return sqlp_decide(eng, &ctx, sql, len);
+}
+
+static void check_limits(sqlp_engine *eng)
+{
+    const sqlp_role *agent = role_by_name("agent");
+    /* size cap: refused before parsing */
+    size_t big = SQLP_MAX_STATEMENT_BYTES + 1;
+    char *s = malloc(big + 1);
+    memset(s, ' ', big);
+    memcpy(s, "SELECT 1", 8);
+    s[big] = 0;
+    sqlp_decision *d = decide(eng, agent, s, big);
+    CHECK(d->verdict == SQLP_DENY && strcmp(d->rule, "parse.too_large") == 0, "1 MiB + 1: %s", d->rule);
+    sqlp_decision_free(d);
+    d = decide(eng, agent, s, SQLP_MAX_STATEMENT_BYTES);
+    CHECK(d->verdict == SQLP_ALLOW, "exactly 1 MiB of a valid statement: %s", sqlp_verdict_name(d->verdict));
+    sqlp_decision_free(d);
+    free(s);
+
+    /* depth caps, on the text before libpg_query sees it */
+    static const char *const deep[] = {"(", "1+", "NOT ", "- "};
+    for (size_t k = 0; k < 4; k++) {
+        size_t n = 5000, pl = strlen(deep[k]);
+        char *q = malloc(n * (pl + 1) + 32);
+        size_t o = (size_t)sprintf(q, "SELECT ");
+        for (size_t i = 0; i < n; i++) {
+            memcpy(q + o, deep[k], pl);
+            o += pl;
+        }
+        o += (size_t)sprintf(q + o, "%s", k == 2 ? "true" : "1");
+        if (k == 0)
+            for (size_t i = 0; i < n; i++)
+                q[o++] = ')';
+        q[o] = 0;
+        d = decide(eng, agent, q, o);
+        CHECK(d->verdict == SQLP_DENY && (strcmp(d->rule, "parse.too_deep") == 0 || strcmp(d->rule, "parse.error") == 0),
+              "5000 x '%s': %s %s", deep[k], sqlp_verdict_name(d->verdict), d->rule);
+        sqlp_decision_free(d);
+        free(q);
+    }
+    /* a long flat list is not deep */
+    {
+        size_t n = 20000;
+        char *q = malloc(n * 4 + 32);
+        size_t o = (size_t)sprintf(q, "SELECT 1");
+        for (size_t i = 0; i < n; i++)
+            o += (size_t)sprintf(q + o, ",1");
+        d = decide(eng, agent, q, o);
+        CHECK(d->verdict == SQLP_ALLOW, "20000 columns: %s %s", sqlp_verdict_name(d->verdict), d->rule);
+        sqlp_decision_free(d);
+        free(q);
+    }
+    d = decide(eng, agent, "SELECT 1\0; DROP TABLE x", 23);
+    CHECK(d->verdict == SQLP_DENY && strcmp(d->rule, "parse.error") == 0, "NUL byte: %s", d->rule);
+    sqlp_decision_free(d);
+    sqlp_context noctx = {.role = NULL};
+    d = sqlp_decide(eng, &noctx, "SELECT 1", 8);
+    CHECK(d->verdict == SQLP_DENY, "no role must deny");
+    sqlp_decision_free(d);
+    d = sqlp_decide(NULL, &noctx, "SELECT 1", 8);
+    CHECK(d->verdict == SQLP_DENY, "no engine must deny");
+    sqlp_decision_free(d);
+    sqlp_decision_free(NULL);
+    /* the zero role: every class denied */
+    sqlp_role zero = {0};
+    d = decide(eng, &zero, "SELECT 1", 8);
+    CHECK(d->verdict == SQLP_DENY && strcmp(d->rule, "class.read") == 0, "zero role: %s", d->rule);
+    sqlp_decision_free(d);
+}
+
+static void check_cache(sqlp_engine *eng)
+{
+    const sqlp_role *agent = role_by_name("agent");
+    sqlp_engine_set_cache_limits(eng, 4, 1u << 20);
+    sqlp_cache_stats st;
+    sqlp_decision *keep = decide(eng, agent, "SELECT 42", 9);
+    sqlp_decision *again = decide(eng, agent, "SELECT 42", 9);
+    CHECK(keep == again, "a cache hit hands out the same decision");
+    sqlp_engine_cache_stats(eng, &st);
+    CHECK(st.hits == 1 && st.misses == 1 && st.entries == 1, "hits %llu misses %llu entries %llu",
+          (unsigned long long)st.hits, (unsigned long long)st.misses, (unsigned long long)st.entries);
+    char q[64];
+    for (int i = 0; i < 10; i++) {
+        int n = snprintf(q, sizeof q, "SELECT %d", i);
+        sqlp_decision_free(decide(eng, agent, q, (size_t)n));
+    }
+    sqlp_engine_cache_stats(eng, &st);
+    CHECK(st.entries == 4 && st.evictions == 7, "LRU bound: entries %llu evictions %llu",
+          (unsigned long long)st.entries, (unsigned long long)st.evictions);
+    /* the evicted decision is still ours */
+    CHECK(keep->upstream_sql && strcmp(keep->upstream_sql, "SELECT 42") == 0, "evicted decision kept alive");
+    sqlp_decision_free(keep);
+    sqlp_decision_free(again);
+    /* another role never gets this role's decision */
+    sqlp_decision *a = decide(eng, agent, "SELECT ssn FROM patients WHERE id = 1", 37);
+    sqlp_decision *b = decide(eng, role_by_name("unmasked"), "SELECT ssn FROM patients WHERE id = 1", 37);
+    CHECK(a->verdict == SQLP_REWRITE && b->verdict == SQLP_ALLOW, "decisions are per role: %s %s",
+          sqlp_verdict_name(a->verdict), sqlp_verdict_name(b->verdict));
+    sqlp_decision_free(a);
+    sqlp_decision_free(b);
+    /* byte budget: nothing fits in 100 bytes */
+    sqlp_engine_set_cache_limits(eng, 100, 100);
+    sqlp_decision_free(decide(eng, agent, "SELECT 7", 8));
+    sqlp_engine_cache_stats(eng, &st);
+    CHECK(st.entries == 0, "byte budget respected: %llu entries", (unsigned long long)st.entries);
+    sqlp_engine_set_cache_limits(eng, 0, 0);
+    sqlp_decision_free(decide(eng, agent, "SELECT 8", 8));
+    sqlp_engine_cache_stats(eng, &st);
+    CHECK(st.entries == 0, "cache off");
+    sqlp_engine_set_cache_limits(eng, 4096, 32u << 20);
+    /* held statements carry a fingerprint for approvals */
+    sqlp_decision *h = decide(eng, agent, "SELECT * FROM patients", 22);
+    char *fp = sqlp_fingerprint("select *   from patients", 24);
+    CHECK(h->verdict == SQLP_HOLD && h->statements[0].fingerprint && fp &&
+              strcmp(h->statements[0].fingerprint, fp) == 0,
+          "fingerprint of a held statement: %s vs %s", h->statements[0].fingerprint ? h->statements[0].fingerprint : "-",
+          fp ? fp : "-");
+    free(fp);
+    sqlp_decision_free(h);
+    CHECK(sqlp_fingerprint("SELEC 1", 7) == NULL, "fingerprint of garbage is NULL");
+}
+
+static void check_values(void)
+{
+    static const struct {
+        const char *mask, *in, *out;
+    } v[] = {
+        {"partial(4,'***-**-')", "918-17-2821", "***-**-2821"},
+        {"partial(4,'***-***-')", "312-555-0178", "***-***-0178"},
+        {"partial(4,'ACCT-****')", "ACCT-58231979", "ACCT-****1979"},
+        {"partial(3,'MRN-***')", "MRN-0948212", "MRN-***212"},
+        {"partial(4,'***')", "XQZ255586528", "***6528"},
+        {"partial(4,'x')", "abc", "xc"},
+        {"redact", "Vraxywen", "[REDACTED]"},
+        {"redact('gone')", "x", "gone"},
+        {"year", "1972-06-27", "1972-01-01"},
+        {"year", "2023-03-04 10:11:12", "2023-01-01 00:00:00"},
+        {"zip3", "69533", "695**"},
+        {"zip3", "03601", "000**"},
+        {"zip3", "82301", "000**"},
+        {"age_cap", "95", "90"},
+        {"age_cap", "89", "89"},
+        {"birth_year", "1990-05-05", "1990-01-01"},
+        {"no_such_mask", "x", "[REDACTED]"},
+    };
+    sqlp_role r = {0};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        char *o = sqlp_mask_value(v[i].mask, v[i].in, strlen(v[i].in), &r);
+        CHECK(o && strcmp(o, v[i].out) == 0, "mask %s(%s) = %s, expected %s", v[i].mask, v[i].in, o ? o : "-",
+              v[i].out);
+        free(o);
+    }
+    char *t1 = sqlp_mask_value("token", "5", 1, &roles[0]);
+    char *t2 = sqlp_mask_value("token", "5", 1, &roles[0]);
+    char *t3 = sqlp_mask_value("token", "5", 1, &r);
+    CHECK(t1 && t2 && t3 && strcmp(t1, t2) == 0 && strcmp(t1, t3) != 0 && strncmp(t1, "tok_", 4) == 0 &&
+              strlen(t1) == 20,
+          "tokens are keyed and deterministic: %s %s", t1, t3);
+    free(t1);
+    free(t2);
+    free(t3);
+    char *e = sqlp_mask_value("email_token", "a.b@example.org", 15, &r);
+    CHECK(e && strncmp(e, "tok_", 4) == 0 && strcmp(e + 16, "@example.org") == 0, "email token %s", e);
+    free(e);
+
+    static const struct {
+        const char *in, *out;
+    } sc[] = {
+        {"invalid input syntax for type date: \"Vraxywen\"", "invalid input syntax for type date: \"***\""},
+        {"duplicate key value violates unique constraint \"patients_ssn_key\"",
+         "duplicate key value violates unique constraint \"patients_ssn_key\""},
+        {"Key (ssn)=(918-17-2821) already exists.", "Key (ssn)=(***) already exists."},
+        {"Failing row contains (1, MRN-0948212, Vraxywen).", "Failing row contains (***)."},
+        {"relation \"patients\" does not exist", "relation \"patients\" does not exist"},
+        {"column \"ssn\" is of type integer but expression is of type text",
+         "column \"ssn\" is of type integer but expression is of type text"},
+        {"value too long for type character varying(11)", "value too long for type character varying(11)"},
+        {"invalid input value for enum mood: 'x'", "invalid input value for enum mood: '***'"},
+    };
+    for (size_t i = 0; i < sizeof sc / sizeof sc[0]; i++) {
+        char *o = sqlp_scrub_message(sc[i].in);
+        CHECK(o && strcmp(o, sc[i].out) == 0, "scrub \"%s\" = \"%s\"", sc[i].in, o ? o : "-");
+        free(o);
+    }
+    sqlp_class c;
+    CHECK(sqlp_class_from_name("administrative", &c) && c == SQLP_CLASS_ADMIN &&
+              strcmp(sqlp_class_name(SQLP_CLASS_EXPORT), "export") == 0 && !sqlp_class_from_name("bogus", &c),
+          "class names");
+    CHECK(strcmp(sqlp_verdict_name(SQLP_HOLD), "hold") == 0, "verdict names");
+}
+
+static void check_catalog(sqlp_engine *eng)
+{
+    const sqlp_catalog *cat = sqlp_engine_catalog(eng);
+    sqlp_phi_column pc;
+    CHECK(sqlp_catalog_phi_by_name(cat, "public", "patients", "ssn", &pc) && pc.hipaa_class &&
+              strcmp(pc.hipaa_class, "ssn") == 0 && strcmp(pc.mask, "partial(4,'***-**-')") == 0,
+          "phi_by_name ssn");
+    CHECK(sqlp_catalog_phi_by_name(cat, "public", "patients", "state", &pc) && !pc.hipaa_class, "state is not PHI");
+    CHECK(!sqlp_catalog_phi_by_name(cat, "public", "patients", "nope", &pc), "unknown column");
+    CHECK(sqlp_catalog_phi_by_name(cat, "public", "patient_summary", "ln", &pc) && pc.hipaa_class &&
+              strcmp(pc.mask, "redact") == 0,
+          "a derived view column redacts");
+    CHECK(sqlp_catalog_phi_by_name(cat, "pg_catalog", "pg_stat_activity", "query", &pc) && pc.hipaa_class &&
+              strcmp(pc.hipaa_class, "system_text") == 0,
+          "other sessions' statements");
+}
+
+/* A masking rule for a table created after the catalog was read still applies. */
+static void check_late_table(void)
+{
+    char dir[] = "/tmp/sqlp_rulesXXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "mkdtemp");
+        return;
+    }
+    char path[256], err[256];
+    snprintf(path, sizeof path, "%s/late.yaml", dir);
+    FILE *f = fopen(path, "w");
+    fputs("kind: catalog\nname: late\nschema: public\ncolumns:\n"
+          "  - {table: intake_forms, column: phone, class: phone}\n",
+          f);
+    fclose(f);
+    sqlp_catalog *cat = sqlp_catalog_new();
+    char tsv[512];
+    snprintf(tsv, sizeof tsv, "%s/clinic_catalog.tsv", data_dir);
+    bool ok = load_catalog(cat, tsv) && sqlp_catalog_load_rules(cat, dir, err, sizeof err);
+    CHECK(ok, "late rules load: %s", err);
+    sqlp_engine *eng = sqlp_engine_new(cat);
+    const sqlp_role *agent = role_by_name("agent");
+    sqlp_decision *d = decide(eng, agent, "SELECT phone, note FROM intake_forms LIMIT 3", 44);
+    CHECK(d->verdict == SQLP_REWRITE && d->upstream_sql && strstr(d->upstream_sql, "'***-***-' || right((phone)::text") &&
+              strstr(d->upstream_sql, ", note FROM"),
+          "unknown table with a rule: %s %s", sqlp_verdict_name(d->verdict), d->upstream_sql ? d->upstream_sql : "-");
+    sqlp_decision_free(d);
+    d = decide(eng, agent, "SELECT * FROM intake_forms LIMIT 3", 34);
+    CHECK(d->verdict == SQLP_DENY, "'*' over an unknown table with rules: %s", sqlp_verdict_name(d->verdict));
+    sqlp_decision_free(d);
+    d = decide(eng, agent, "SELECT note FROM intake_forms WHERE phone = '1'", 47);
+    CHECK(d->verdict == SQLP_DENY && strcmp(d->rule, "phi.predicate") == 0, "predicate on it: %s", d->rule);
+    sqlp_decision_free(d);
+    sqlp_engine_unref(eng);
+    snprintf(path, sizeof path, "%s/late.yaml", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 static int cmp_names(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -425,6 +691,11 @@ int main(int argc, char **argv)
         printf("0 passed, 1 failed\n");
         return 1;
     }
+    check_limits(eng);
+    check_cache(eng);
+    check_values();
+    check_catalog(eng);
+    check_late_table();
     DIR *dir = opendir(data_dir);
     char *names[256];
     int nn = 0;
