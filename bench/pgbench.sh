@@ -33,12 +33,12 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 BUILD=${PHIGATE_BUILD:-build}
 export PHIGATE_PORT_BASE=${PHIGATE_BENCH_PORT_BASE:-59000}
 WORK=$REPO/.run/bench
-PHIGATE_PORT=$((PHIGATE_PORT_BASE + 1432))
+PHIGATE_PORT=$((PHIGATE_PORT_BASE + 532)) # clear of other stacks' base+432 ports
 mkdir -p "$WORK"
 
 "$REPO/scripts/stack.sh" start >/dev/null
 eval "$("$REPO/scripts/stack.sh" env)"
-PHIGATE_BUILD=$BUILD "$REPO/scripts/gen-config.sh" "$WORK/phigate" "$PHIGATE_PORT" >/dev/null
+PHIGATE_BUILD=$BUILD "$REPO/scripts/gen-config.sh" "$WORK/phigate" "$PHIGATE_PORT" "$((PHIGATE_PORT_BASE + 580))" >/dev/null
 sed -i 's/^  log_level: info/  log_level: warn/' "$WORK/phigate/phigate.yaml"
 AGENT_PW=$(<"$WORK/phigate/secrets/demo_agent")
 
@@ -75,6 +75,9 @@ pids+=($!)
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
               echo "bench: nothing listens on $1" >&2; exit 1; }
 wait_port "$STACK_PGBOUNCER_PORT"; wait_port "$PHIGATE_PORT"
+for p in "${pids[@]}"; do
+  kill -0 "$p" 2>/dev/null || { echo "bench: a server did not start:"; tail -5 "$WORK/phigate.stderr"; exit 1; }
+done
 
 export PGSSLMODE=disable
 direct() { PGPASSWORD=$STACK_PG_PASSWORD "$@" -h 127.0.0.1 -p "$STACK_PG_PORT" -U "$STACK_PG_USER" bench; }

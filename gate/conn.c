@@ -370,6 +370,110 @@ bool conn_start_tls(conn *c, SSL *ssl, bool server)
     return true;
 }
 
+/* ---- TLS over bytes already read -------------------------------------------------
+ * A BIO that returns the bytes read before the handshake began, then reads the
+ * socket itself; writes go to the socket.  Nothing else is buffered, so
+ * SSL_pending and socket readiness keep meaning what conn relies on. */
+
+typedef struct preread_bio {
+    int fd;
+    unsigned char *data;
+    size_t len, pos;
+} preread_bio;
+
+static int preread_read(BIO *b, char *out, int outl)
+{
+    preread_bio *p = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (outl <= 0)
+        return 0;
+    if (p->pos < p->len) {
+        size_t n = p->len - p->pos < (size_t)outl ? p->len - p->pos : (size_t)outl;
+        memcpy(out, p->data + p->pos, n);
+        p->pos += n;
+        return (int)n;
+    }
+    ssize_t n = recv(p->fd, out, (size_t)outl, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_read(b);
+    return (int)n;
+}
+
+static int preread_write(BIO *b, const char *in, int inl)
+{
+    preread_bio *p = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    ssize_t n = send(p->fd, in, (size_t)inl, MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_write(b);
+    return (int)n;
+}
+
+static long preread_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num, (void)ptr;
+    preread_bio *p = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1;
+    case BIO_CTRL_PENDING:
+        return (long)(p->len - p->pos);
+    default:
+        return 0;
+    }
+}
+
+static int preread_destroy(BIO *b)
+{
+    preread_bio *p = BIO_get_data(b);
+    if (p) {
+        free(p->data);
+        free(p);
+    }
+    BIO_set_data(b, NULL);
+    return 1;
+}
+
+static BIO_METHOD *preread_method(void)
+{
+    static BIO_METHOD *m;
+    if (!m) {
+        m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "phigate preread socket");
+        BIO_meth_set_read(m, preread_read);
+        BIO_meth_set_write(m, preread_write);
+        BIO_meth_set_ctrl(m, preread_ctrl);
+        BIO_meth_set_destroy(m, preread_destroy);
+    }
+    return m;
+}
+
+bool conn_start_tls_preread(conn *c, SSL *ssl)
+{
+    if (c->state != CONN_PLAIN || evbuffer_get_length(c->out) > 0)
+        return false;
+    BIO *b = BIO_new(preread_method());
+    preread_bio *p = calloc(1, sizeof *p);
+    if (!b || !p) {
+        BIO_free(b);
+        free(p);
+        return false;
+    }
+    p->fd = c->fd;
+    p->len = evbuffer_get_length(c->in);
+    p->data = malloc(p->len ? p->len : 1);
+    evbuffer_remove(c->in, p->data, p->len);
+    BIO_set_data(b, p);
+    BIO_set_init(b, 1);
+    SSL_set_bio(ssl, b, b);
+    SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_set_accept_state(ssl);
+    c->ssl = ssl;
+    c->state = CONN_HANDSHAKE;
+    c->reading = true;
+    do_handshake(c);
+    return true;
+}
+
 static void conn_io_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;

@@ -59,6 +59,10 @@ void conn_flush(conn *c);
  * answer to SSLRequest is written in plain before the handshake begins).
  * CONN_CONNECTED reports the end of the handshake. */
 bool conn_start_tls(conn *c, SSL *ssl, bool server);
+/* Server side, for protocols whose client sends its TLS handshake right after
+ * the request for it with no answer to wait for (MySQL's SSLRequest): bytes
+ * already read are the start of the handshake and go to TLS first. */
+bool conn_start_tls_preread(conn *c, SSL *ssl);
 SSL *conn_ssl(const conn *c);
 /* The last TLS or socket error, for logs. */
 const char *conn_error(const conn *c);

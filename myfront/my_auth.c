@@ -141,14 +141,12 @@ static void start_tls(my_session *s)
         my_session_fail(s, MY_ER_HANDSHAKE, "08S01", "Bad handshake: phigate offered no TLS");
         return;
     }
-    if (evbuffer_get_length(conn_input(s->client)) > 0) {
-        /* Plain bytes sent before the handshake would be taken as if protected. */
-        my_session_fail(s, MY_ER_HANDSHAKE, "08S01", "Bad handshake: data after the SSL request");
-        return;
-    }
+    /* Unlike PostgreSQL's 'S', nothing answers an SSLRequest: the client sends
+     * its ClientHello right behind it, and bytes already read are its start.
+     * They go to TLS, never to the plain-text parser. */
     SSL *ssl = SSL_new(ctx);
     my_session_set_state(s, MYC_TLS);
-    if (!ssl || conn_unsent(s->client) || !conn_start_tls(s->client, ssl, true)) {
+    if (!ssl || conn_unsent(s->client) || !conn_start_tls_preread(s->client, ssl)) {
         if (ssl && !conn_ssl(s->client))
             SSL_free(ssl);
         my_session_close(s, "TLS setup failed");

@@ -196,8 +196,19 @@ sqlp_decision *my_policy_decide(my_session *s, const char *sql, size_t len)
 {
     if (!s->sqlsession)
         s->sqlsession = sqlp_session_new();
-    /* The schema names resolve in is the upstream's database. */
-    sqlp_context ctx = {s->user, &s->identity->role->policy, s->up->database, NULL, SQLP_DIALECT_MYSQL,
+    /* Unqualified names resolve in the session's database, MySQL's one-entry
+     * "search path"; quoted so any name reads as one entry. */
+    char path[2 * NAME_MAX_LEN + 3];
+    size_t n = 0;
+    path[n++] = '"';
+    for (const char *p = s->up->database; *p && n < sizeof path - 3; p++) {
+        if (*p == '"')
+            path[n++] = '"';
+        path[n++] = *p;
+    }
+    path[n++] = '"';
+    path[n] = '\0';
+    sqlp_context ctx = {s->user, &s->identity->role->policy, s->up->database, path, SQLP_DIALECT_MYSQL,
                         s->sqlsession};
     return sqlp_decide(s->engine, &ctx, sql, len);
 }

@@ -83,7 +83,12 @@ void my_relay_start(my_session *s)
     my_relay_client_data(s); /* a command pipelined behind authentication */
 }
 
-void my_relay_free(my_session *s) { (void)s; }
+void my_relay_free(my_session *s)
+{
+    if (s->held_ok)
+        evbuffer_free(s->held_ok);
+    s->held_ok = NULL;
+}
 
 /* ---- whole logical packets at the head of a buffer ------------------------------ */
 
@@ -772,13 +777,19 @@ static bool variable_changed(my_session *s, const my_state_change *ch)
     return true;
 }
 
+/* MariaDB also flags ANSI_QUOTES in the status word (MySQL leaves the bit unused). */
+#define MARIADB_STATUS_ANSI_QUOTES 0x8000u
+
 static bool status_ok(my_session *s, uint16_t status)
 {
     s->up_status = status;
-    if (status & MY_STATUS_NO_BACKSLASH_ESCAPES) {
+    if (status & (MY_STATUS_NO_BACKSLASH_ESCAPES | MARIADB_STATUS_ANSI_QUOTES)) {
         my_session_fail(s, MY_ER_UNKNOWN_ERROR, "HY000",
-                        "phigate closes this session: sql_mode NO_BACKSLASH_ESCAPES changes how strings parse, "
-                        "which phigate does not follow");
+                        status & MY_STATUS_NO_BACKSLASH_ESCAPES
+                            ? "phigate closes this session: sql_mode NO_BACKSLASH_ESCAPES changes how strings "
+                              "parse, which phigate does not follow"
+                            : "phigate closes this session: sql_mode ANSI_QUOTES changes how statements parse, "
+                              "which phigate does not follow");
         return false;
     }
     return true;
@@ -794,7 +805,7 @@ static bool track_changes(my_session *s, const my_ok *ok)
         bool fine = ch.type == MY_TRACK_SCHEMA ? schema_changed(s, ch.name, ch.name_len)
                   : ch.type == MY_TRACK_SYSTEM_VARIABLES ? variable_changed(s, &ch) : true;
         if (!fine) {
-            if (s->state == MYC_ACTIVE)
+            if (s->state != MYC_CLOSING && s->state != MYC_DEAD)
                 my_session_fail(s, MY_ER_UNKNOWN_ERROR, "HY000", "phigate cannot follow the session's new database");
             return false;
         }
@@ -804,6 +815,32 @@ static bool track_changes(my_session *s, const my_ok *ok)
         return false;
     }
     return true;
+}
+
+bool my_relay_check_ok_state(my_session *s, const my_ok *ok)
+{
+    return status_ok(s, ok->status) && (!ok->state || track_changes(s, ok));
+}
+
+/* The answer to phigate's setup after COM_RESET_CONNECTION: checked, then the
+ * client gets the reset's OK. */
+static void on_resetup(my_session *s, const chain_info *ci, const uint8_t *p, size_t len)
+{
+    my_ok ok;
+    if (p[0] != 0x00 || !my_parse_ok(p, len, s->up_caps, &ok)) {
+        my_session_fail(s, MY_ER_UNKNOWN_ERROR, "HY000",
+                        "phigate could not restore its session tracking after COM_RESET_CONNECTION");
+        return;
+    }
+    if (!my_relay_check_ok_state(s, &ok))
+        return;
+    evbuffer_drain(conn_input(s->upstream), ci->wire);
+    my_audit_agent_bytes(s, s->held_ok, 0, evbuffer_get_length(s->held_ok));
+    evbuffer_add_buffer(conn_output(s->client), s->held_ok);
+    evbuffer_free(s->held_ok);
+    s->held_ok = NULL;
+    s->cseq = 2; /* the reset's answer was id 1 */
+    end_response(s);
 }
 
 /* An OK (a statement's answer, or a result set's end under DEPRECATE_EOF).
@@ -824,9 +861,30 @@ static bool on_ok(my_session *s, const chain_info *ci, uint8_t seq, const uint8_
     s->switch_to = NULL;
     if (ok.state && !track_changes(s, &ok))
         return false;
-    if (s->command == MY_COM_RESET_CONNECTION)
-        my_policy_reset(s);
     *more = (ok.status & MY_STATUS_MORE_RESULTS) != 0;
+    if (s->command == MY_COM_RESET_CONNECTION && s->rstate == MYR_SIMPLE) {
+        /* The reset put every session variable back, phigate's tracking too:
+         * set it up again before the client hears the reset is done. */
+        my_policy_reset(s);
+        s->held_ok = evbuffer_new();
+        my_put_ok(s->held_ok, seq, ok.header, ok.affected_rows, ok.insert_id,
+                  ok.status & (uint16_t)~MY_STATUS_SESSION_STATE_CHANGED, ok.warnings, NULL, 0);
+        my_audit_db_bytes(s, conn_input(s->upstream), 0, ci->wire);
+        evbuffer_drain(conn_input(s->upstream), ci->wire);
+        if (s->track_state) {
+            my_upstream_send_setup(s);
+            s->useq = 1;
+            set_rstate(s, MYR_RESETUP);
+            *more = true; /* not the end of the response yet */
+            return true;
+        }
+        my_audit_agent_bytes(s, s->held_ok, 0, evbuffer_get_length(s->held_ok));
+        evbuffer_add_buffer(conn_output(s->client), s->held_ok);
+        evbuffer_free(s->held_ok);
+        s->held_ok = NULL;
+        s->cseq = (uint8_t)(seq + 1);
+        return true;
+    }
     if (!(s->up_caps & MY_CAP(SESSION_TRACK))) {
         emit_unchanged(s, ci->wire, ci->last_seq);
         return true;
@@ -1065,7 +1123,7 @@ static void on_simple(my_session *s, const chain_info *ci, uint8_t seq, const ui
         upstream_violation(s, "unexpected answer", p, len);
         return;
     }
-    if (done)
+    if (done && s->rstate == MYR_SIMPLE)
         end_response(s);
 }
 
@@ -1124,6 +1182,9 @@ static bool inspect(my_session *s)
     case MYR_PCOLUMNS:
     case MYR_PCOLUMNS_EOF:
         on_prepare_part(s, &ci, p, len);
+        break;
+    case MYR_RESETUP:
+        on_resetup(s, &ci, p, len);
         break;
     case MYR_IDLE:
         break;

@@ -230,14 +230,20 @@ static void reaper_cb(evutil_socket_t fd, short what, void *arg)
     while (srv->dead) {
         my_session *s = srv->dead;
         srv->dead = s->next_dead;
+        s->on_dead_list = false;
         /* Durable-callbacks still to come point at it: freed when the last one runs. */
         if (s->audit_pending == 0)
             session_free(s);
     }
 }
 
+/* Queued once only: the close and the last durable-callback may both ask
+ * before the reaper runs. */
 void my_session_requeue_free(my_session *s)
 {
+    if (s->on_dead_list)
+        return;
+    s->on_dead_list = true;
     s->next_dead = s->server->dead;
     s->server->dead = s;
     event_active(s->server->reaper, EV_TIMEOUT, 0);
@@ -300,9 +306,10 @@ void my_session_fail(my_session *s, uint16_t code, const char *sqlstate, const c
     }
     if (s->upstream)
         conn_read_disable(s->upstream);
-    uint8_t seq = s->state == MYC_ACTIVE ? s->cseq : s->seq;
-    /* Mid-way through a response the client could take the ERR for a row: it is
-     * still the clearest thing to send before the close. */
+    /* Login: the handshake counter.  A response in flight: its next id (mid-way
+     * the client may take the ERR for a row, it is still the clearest thing to
+     * send before the close).  Between commands: the answer to the next one. */
+    uint8_t seq = s->state != MYC_ACTIVE ? s->seq : s->rstate == MYR_IDLE ? 1 : s->cseq;
     my_put_err(conn_output(s->client), seq, code, sqlstate, message);
     my_session_set_state(s, MYC_CLOSING);
     conn_read_disable(s->client);

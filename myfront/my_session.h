@@ -78,7 +78,8 @@ typedef enum {
     X(MYR_PARAMS)       /* parameter definitions of a prepared statement */ \
     X(MYR_PARAMS_EOF) \
     X(MYR_PCOLUMNS)     /* column definitions of a prepared statement */ \
-    X(MYR_PCOLUMNS_EOF)
+    X(MYR_PCOLUMNS_EOF) \
+    X(MYR_RESETUP)      /* after COM_RESET_CONNECTION: phigate's session setup again, the client's OK held */
 
 typedef enum {
 #define MYR_ENUM(s) s,
@@ -90,6 +91,14 @@ const char *myc_state_name(myc_state s);
 const char *myu_state_name(myu_state s);
 const char *myr_state_name(myr_state s);
 
+/* phigate's own setup of every upstream session (again after COM_RESET_CONNECTION,
+ * which resets it): the server reports every change of database and of session
+ * variables, and assigning sql_mode and character_set_client to themselves
+ * makes it report their current values, which are checked like any change. */
+#define MY_SETUP_SQL \
+    "SET SESSION session_track_schema=ON, session_track_system_variables='*', " \
+    "sql_mode=@@SESSION.sql_mode, character_set_client=@@SESSION.character_set_client"
+
 typedef enum {
     MY_AUTH_NATIVE,  /* mysql_native_password against identities.*.mysql_native */
     MY_AUTH_SHA2,    /* caching_sha2_password full authentication (TLS) against the SCRAM verifier */
@@ -98,6 +107,7 @@ typedef enum {
 typedef struct my_session {
     my_server *server;
     struct my_session *next_dead;
+    bool on_dead_list;
     struct my_session *all_next, *all_prev; /* every live session, for shutdown */
     uint64_t id;
     uint32_t connection_id;   /* what the client was told in the greeting */
@@ -153,6 +163,7 @@ typedef struct my_session {
     const char *pending_error;    /* ...and this ERR goes to the client at its end */
     uint16_t pending_errno;
     const cfg_upstream *switch_to; /* COM_INIT_DB in flight: the upstream it moves to */
+    struct evbuffer *held_ok;     /* MYR_RESETUP: the OK the client gets once the setup is done */
 
     /* policy (my_policy.c) */
     struct sqlp_engine *engine;
@@ -224,6 +235,11 @@ void my_relay_client_drained(my_session *s);
 void my_relay_upstream_drained(my_session *s);
 void my_relay_audit_released(my_session *s);
 void my_relay_free(my_session *s);
+/* Check the session-state changes and status of an upstream OK (database,
+ * sql_mode, character set, tracking itself); false: the session was failed. */
+bool my_relay_check_ok_state(my_session *s, const my_ok *ok);
+/* COM_QUERY of MY_SETUP_SQL to the upstream, sequence id 0. */
+void my_upstream_send_setup(my_session *s);
 /* Answer the client's command (seq 1 onwards) with an ERR, nothing sent upstream. */
 void my_relay_refuse(my_session *s, uint16_t code, const char *sqlstate, const char *message);
 

@@ -42,8 +42,6 @@
     (MY_CAP(PROTOCOL_41) | MY_CAP(SECURE_CONNECTION) | MY_CAP(PLUGIN_AUTH) | MY_CAP(PLUGIN_AUTH_LENENC_DATA) | \
      MY_CAP(CONNECT_WITH_DB) | MY_CAP(SESSION_TRACK))
 
-static const char setup_sql[] = "SET SESSION session_track_schema=ON, session_track_system_variables='*'";
-
 static void upstream_fail(my_session *s, const char *why)
 {
     my_session_log(s, LOG_LEVEL_WARN, "upstream %s: %s", s->up ? s->up->name : "?", why);
@@ -183,12 +181,18 @@ static void handle_greeting(my_session *s, const uint8_t *p, size_t len)
     send_login(s, s->up_plugin_sha2 ? "caching_sha2_password" : "mysql_native_password");
 }
 
+void my_upstream_send_setup(my_session *s)
+{
+    static const char sql[] = MY_SETUP_SQL;
+    uint8_t payload[sizeof sql];
+    payload[0] = MY_COM_QUERY;
+    memcpy(payload + 1, sql, sizeof sql - 1);
+    my_put_packet(conn_output(s->upstream), 0, payload, sizeof payload);
+}
+
 static void send_setup(my_session *s)
 {
-    uint8_t payload[sizeof setup_sql];
-    payload[0] = MY_COM_QUERY;
-    memcpy(payload + 1, setup_sql, sizeof setup_sql - 1);
-    my_put_packet(conn_output(s->upstream), 0, payload, sizeof payload);
+    my_upstream_send_setup(s);
     s->up_seq = 1;
     my_session_set_ustate(s, MYU_SETUP);
 }
@@ -314,8 +318,9 @@ static void handle_setup_reply(my_session *s, const uint8_t *p, size_t len)
 {
     my_ok ok;
     if (len > 0 && p[0] == 0x00 && my_parse_ok(p, len, s->up_caps, &ok)) {
-        s->up_status = ok.status;
-        upstream_ready(s);
+        /* The session's own sql_mode and character set, reported by the setup. */
+        if (my_relay_check_ok_state(s, &ok))
+            upstream_ready(s);
         return;
     }
     my_err e;

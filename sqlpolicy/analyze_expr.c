@@ -50,6 +50,7 @@ void an_check_pred(an_run *r, const an_col *c, bool eq)
 
 /* ---- functions and settings ---------------------------------------------------- */
 
+/* A role's functions_allow / functions_deny entry: "name" or "schema.name". */
 static bool listed(char *const *list, const char *schema, const char *name)
 {
     if (!list)
@@ -99,6 +100,11 @@ static bool value_is_on(const char *v)
     return v && (sp_streq_ci(v, "on") || sp_streq_ci(v, "true") || sp_streq_ci(v, "yes") || strcmp(v, "1") == 0);
 }
 
+/* Most settings only shape the session (session class).  A few change who
+ * the session is (privilege), what the server does for everyone or loads
+ * (administrative), or how phigate's own lexer must read the next statement
+ * (standard_conforming_strings, client_encoding): those would let a later
+ * statement parse one way here and another way on the server. */
 void an_check_setting(an_run *r, const char *name, const char *value)
 {
     static const char *const unsafe_enc[] = {"sjis", "shift_jis", "shiftjis", "big5", "gbk", "uhc", "gb18030",
@@ -167,12 +173,16 @@ static void walk_list(an_run *r, Node *const *items, size_t n, an_level *lv, an_
         expr(r, items[i], lv, ctx, out, depth, false);
 }
 
+/* The one place a value enters the walk: every PHI reference is masked,
+ * policed or merely traced here, according to ctx. */
 static void colref(an_run *r, const PgQuery__ColumnRef *cr, an_level *lv, an_ctx ctx, sp_lin *out, bool eq)
 {
     an_rte *rte = NULL;
     bool whole = false, amb = false;
     an_col *c = an_resolve(r, lv, cr, &rte, &whole, &amb);
     if (whole) {
+        /* a whole row carries every column; masking it column by column is
+         * impossible inside an expression, so the output target is redacted */
         sp_lin l = {0};
         for (int i = 0; rte && i < rte->ncols; i++)
             lin_merge(r->a, &l, &rte->cols[i].lin);
@@ -196,6 +206,8 @@ static void colref(an_run *r, const PgQuery__ColumnRef *cr, an_level *lv, an_ctx
         return;
     }
     if (!c) {
+        /* A known relation without this column: the catalog is stale (a column
+         * added or renamed since it was read) and the column could be PHI. */
         const char *nm = cr->n_fields ? an_str(cr->fields[cr->n_fields - 1]) : NULL;
         an_deny(r, "analyse.unknown_column",
                 "column %s is not in phigate's catalog (if it was added since phigate started, reload phigate)",
@@ -211,6 +223,7 @@ static void colref(an_run *r, const PgQuery__ColumnRef *cr, an_level *lv, an_ctx
     }
     if (r->in_where)
         an_note_scoped(r, &c->lin, lv);
+    /* only a bare reference keeps IDENT: the mask of its class fits its type */
     bool first = out->n == 0 && !(out->flags & SP_LIN_OPAQUE);
     lin_merge(r->a, out, &c->lin);
     if (first && (c->lin.flags & SP_LIN_IDENT))
@@ -219,6 +232,8 @@ static void colref(an_run *r, const PgQuery__ColumnRef *cr, an_level *lv, an_ctx
         out->flags &= (uint8_t)~SP_LIN_IDENT;
 }
 
+/* Aggregates that return every input row in one value: one row out, all PHI
+ * in it, so they do not make a read "scoped" the way count() or max() do. */
 static bool collecting_agg(const char *name)
 {
     static const char *const c[] = {"array_agg", "string_agg", "json_agg", "jsonb_agg", "json_object_agg",
@@ -230,6 +245,8 @@ static bool collecting_agg(const char *name)
     return false;
 }
 
+/* PARTITION BY and ORDER BY of a window order or group rows by raw values:
+ * the row numbers and ranks they produce are an oracle, so they are predicates. */
 static void window_def(an_run *r, const PgQuery__WindowDef *w, an_level *lv, int depth)
 {
     if (!w)
@@ -273,7 +290,17 @@ static void funccall(an_run *r, const PgQuery__FuncCall *f, an_level *lv, an_ctx
         else
             an_check_setting(r, setting, value ? value : "");
         r->an->st->literal_sensitive = true;
+        if (setting && sp_streq_ci(setting, "search_path")) {
+            const Node *loc = f->n_args >= 3 ? f->args[2] : NULL;
+            bool known = loc && loc->node_case == PG_QUERY__NODE__NODE_A_CONST &&
+                         loc->a_const->val_case == PG_QUERY__A__CONST__VAL_BOOLVAL;
+            if (!value || !known)
+                an_deny(r, "session.search_path", "set_config('search_path', ...) needs constant arguments behind phigate");
+            else
+                an_search_path(r, loc->a_const->boolval && loc->a_const->boolval->boolval, *value ? value : "\"\"");
+        }
     }
+    /* an aggregate without OVER folds rows: a one-row result is "scoped" */
     bool agg = k == SPF_AGGREGATE && !f->over;
     if (agg) {
         if (collecting_agg(name))
@@ -282,6 +309,7 @@ static void funccall(an_run *r, const PgQuery__FuncCall *f, an_level *lv, an_ctx
             lv->aggregated = true;
     }
     walk_list(r, f->args, f->n_args, lv, ctx, out, depth + 1);
+    /* ordering and filtering inside an aggregate look at raw values */
     if (f->n_agg_order || f->agg_filter) {
         const char *saved = r->clause;
         sp_lin l = {0};
@@ -295,6 +323,8 @@ static void funccall(an_run *r, const PgQuery__FuncCall *f, an_level *lv, an_ctx
     window_def(r, f->over, lv, depth);
 }
 
+/* '=' (also what IN and = ANY use): the only comparison declared join keys
+ * and the EQUALITY rule allow, as it tells nothing beyond membership. */
 static bool op_is_eq(Node *const *names, size_t n)
 {
     return n >= 1 && an_str(names[n - 1]) && strcmp(an_str(names[n - 1]), "=") == 0;
@@ -323,6 +353,26 @@ static void a_expr(an_run *r, const PgQuery__AExpr *e, an_level *lv, an_ctx ctx,
         break;
     default:
         break;
+    }
+    /* On raw values (a subquery or CTE whose result flows on) a comparison or
+     * arithmetic is an oracle even when the result is masked later: the rows
+     * it selects, or the error it raises ("division by zero"), depend on the
+     * value.  So it is judged as a predicate.  Concatenation and JSON field
+     * access raise nothing that depends on the value. */
+    if (ctx == AN_INTER && !(e->kind == PG_QUERY__A__EXPR__KIND__AEXPR_OP && e->n_name == 1 && an_str(e->name[0]) &&
+                             (strcmp(an_str(e->name[0]), "||") == 0 || strcmp(an_str(e->name[0]), "->") == 0 ||
+                              strcmp(an_str(e->name[0]), "->>") == 0))) {
+        const char *saved = r->clause;
+        if (!r->clause)
+            r->clause = "a comparison inside a subquery";
+        ctx = AN_PRED;
+        sp_lin ll = {0}, rl = {0};
+        expr(r, e->lexpr, lv, ctx, &ll, depth + 1, eq);
+        expr(r, e->rexpr, lv, ctx, &rl, depth + 1, eq);
+        r->clause = saved;
+        lin_merge(r->a, out, &ll);
+        lin_merge(r->a, out, &rl);
+        return;
     }
     sp_lin ll = {0}, rl = {0};
     expr(r, e->lexpr, lv, ctx, &ll, depth + 1, eq);
@@ -387,6 +437,7 @@ void an_pred(an_run *r, const Node *n, an_level *lv, const char *clause, int dep
     r->clause = saved;
 }
 
+/* Unknown node types refuse the statement (default:), never pass it. */
 static void expr(an_run *r, const Node *n, an_level *lv, an_ctx ctx, sp_lin *out, int depth, bool eq)
 {
     if (!n || n->node_case == PG_QUERY__NODE__NODE__NOT_SET)
@@ -422,10 +473,10 @@ static void expr(an_run *r, const Node *n, an_level *lv, an_ctx ctx, sp_lin *out
         break;
     case PG_QUERY__NODE__NODE_NULL_TEST:
         /* IS NULL says no more than '=' does */
-        expr(r, n->null_test->arg, lv, ctx, out, depth + 1, true);
+        expr(r, n->null_test->arg, lv, ctx == AN_INTER ? AN_PRED : ctx, out, depth + 1, true);
         break;
     case PG_QUERY__NODE__NODE_BOOLEAN_TEST:
-        expr(r, n->boolean_test->arg, lv, ctx, out, depth + 1, false);
+        expr(r, n->boolean_test->arg, lv, ctx == AN_INTER ? AN_PRED : ctx, out, depth + 1, false);
         break;
     case PG_QUERY__NODE__NODE_FUNC_CALL:
         funccall(r, n->func_call, lv, ctx, out, depth);
@@ -435,7 +486,8 @@ static void expr(an_run *r, const Node *n, an_level *lv, an_ctx ctx, sp_lin *out
         break;
     case PG_QUERY__NODE__NODE_CASE_EXPR: {
         const PgQuery__CaseExpr *c = n->case_expr;
-        expr(r, c->arg, lv, ctx, out, depth + 1, false);
+        /* CASE x WHEN v compares x with '=' (a predicate on raw values) */
+        expr(r, c->arg, lv, ctx == AN_INTER ? AN_PRED : ctx, out, depth + 1, true);
         for (size_t i = 0; i < c->n_args; i++) {
             const Node *w = c->args[i];
             if (w->node_case != PG_QUERY__NODE__NODE_CASE_WHEN) {

@@ -157,6 +157,8 @@ static an_col *unknown_col(an_run *r, an_rte *t, const char *name)
 
 /* ---- column references ----------------------------------------------------------- */
 
+/* Unqualified lookups skip columns a USING join merged (the join's merged
+ * column answers instead); a qualified one sees them, as in the server. */
 static an_col *find_col(an_run *r, an_rte *t, const char *name, bool qualified)
 {
     for (int i = 0; i < t->ncols; i++) {
@@ -171,6 +173,7 @@ static an_col *find_col(an_run *r, an_rte *t, const char *name, bool qualified)
     return NULL;
 }
 
+/* System columns carry no data values (row location, transaction ids). */
 static bool is_system_column(const char *n)
 {
     static const char *const sys[] = {"ctid", "xmin", "xmax", "cmin", "cmax", "tableoid", NULL};
@@ -355,6 +358,8 @@ static void visible_names(an_run *r, an_item *it, const char ***names, int *n, i
     }
 }
 
+/* A join: USING / NATURAL columns merge (and are compared with '=', a join
+ * on them is a predicate), ON is a predicate, an alias names the whole. */
 static an_item *join(an_run *r, an_level *lv, const PgQuery__JoinExpr *j, int depth)
 {
     an_item *li = an_from_item(r, lv, j->larg, depth + 1);

@@ -65,6 +65,8 @@ static void star_add(an_run *r, star_list *s, an_rte *t, an_col *c, bool merged)
 }
 
 /* Columns of '*' over a FROM item, in the server's order (USING merges first). */
+/* The server's order for '*' (expandRelAttrs / expandNSItemAttrs): a join's
+ * merged USING columns first, then the left side's, then the right side's. */
 static bool item_star(an_run *r, an_item *it, star_list *s)
 {
     if (!it->l) {
@@ -81,6 +83,8 @@ static bool item_star(an_run *r, an_item *it, star_list *s)
     return item_star(r, it->l, s) && item_star(r, it->r, s);
 }
 
+/* '*' over PHI in output becomes an explicit list, each PHI column masked and
+ * named as '*' would have named it; '*' without PHI stays as written. */
 static void star(an_run *r, const PgQuery__ResTarget *rt, an_level *lv, an_ctx ctx, an_col **cols, int *n,
                  int *cap)
 {
@@ -252,11 +256,13 @@ void an_targets(an_run *r, Node *const *targets, size_t n, an_level *lv, an_ctx 
 
 /* ---- clauses over the output ------------------------------------------------------------- */
 
-static an_col *output_ref(const Node *n, an_col *outs, int nouts, bool by_name)
+static an_col *output_ref(an_run *r, const Node *n, an_col *outs, int nouts, bool by_name)
 {
     int64_t k;
-    if (an_const_int(n, &k))
+    if (an_const_int(n, &k)) {
+        an_note_literal(r, n); /* ORDER BY 1 and ORDER BY 2 differ */
         return k >= 1 && k <= nouts ? &outs[k - 1] : NULL;
+    }
     if (by_name && n && n->node_case == PG_QUERY__NODE__NODE_COLUMN_REF && n->column_ref->n_fields == 1) {
         const char *name = an_str(n->column_ref->fields[0]);
         for (int i = 0; name && i < nouts; i++)
@@ -280,7 +286,7 @@ static void sort_clause(an_run *r, Node *const *items, size_t n, an_level *lv, a
             if (!sch || strcmp(sch, "pg_catalog") != 0)
                 an_deny(r, "function.unknown", "ORDER BY USING an operator outside pg_catalog");
         }
-        an_col *oc = output_ref(e, outs, nouts, true);
+        an_col *oc = output_ref(r, e, outs, nouts, true);
         if (oc) {
             if (ctx != AN_OUTPUT || r->an->role->unmasked) {
                 const char *saved = r->clause;
@@ -303,13 +309,13 @@ static void group_clause(an_run *r, Node *const *items, size_t n, an_level *lv, 
             group_clause(r, e->grouping_set->content, e->grouping_set->n_content, lv, outs, nouts, ctx, depth + 1);
             continue;
         }
-        an_col *oc = output_ref(e, outs, nouts, false);
+        an_col *oc = output_ref(r, e, outs, nouts, false);
         if (!oc && e && e->node_case == PG_QUERY__NODE__NODE_COLUMN_REF && e->column_ref->n_fields == 1) {
             /* GROUP BY prefers an input column; an output name only when none matches */
             an_rte *t;
             bool whole, amb;
             if (!an_resolve(r, lv, e->column_ref, &t, &whole, &amb) && !whole)
-                oc = output_ref(e, outs, nouts, true);
+                oc = output_ref(r, e, outs, nouts, true);
         }
         const char *saved = r->clause;
         r->clause = "GROUP BY";
@@ -331,14 +337,16 @@ static void limit_clause(an_run *r, const PgQuery__SelectStmt *s, an_level *lv, 
     if (s->limit_count && an_const_int(s->limit_count, &k) && k >= 0 &&
         (uint64_t)k <= r->an->role->unscoped_row_limit)
         lv->limited = true;
-    if (s->limit_count || s->limit_offset)
-        r->an->st->literal_sensitive = true;
+    /* LIMIT 5 and LIMIT 500 are judged differently; an expression is never "limited" */
+    if (s->limit_count && s->limit_count->node_case == PG_QUERY__NODE__NODE_A_CONST)
+        an_note_literal(r, s->limit_count);
     an_pred(r, s->limit_count, lv, "LIMIT", depth + 1);
     an_pred(r, s->limit_offset, lv, "OFFSET", depth + 1);
 }
 
 /* ---- SELECT ------------------------------------------------------------------------------- */
 
+/* VALUES rows: column k derives from every row's k-th expression. */
 static void values(an_run *r, const PgQuery__SelectStmt *s, an_level *lv, an_ctx ctx, an_col **cols, int *ncols,
                    int depth)
 {
@@ -364,6 +372,8 @@ static void values(an_run *r, const PgQuery__SelectStmt *s, an_level *lv, an_ctx
     }
 }
 
+/* UNION / INTERSECT / EXCEPT: in output each branch masks its own targets;
+ * the result column derives from both branches. */
 static void set_operation(an_run *r, const PgQuery__SelectStmt *s, an_level *parent, an_ctx ctx, an_col **cols,
                           int *ncols, int depth)
 {

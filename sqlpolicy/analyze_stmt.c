@@ -16,6 +16,7 @@ static void stmt(an_run *r, const Node *n, int depth);
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
+/* Resolve a relation name the way the server does (pg_catalog, then the path). */
 static cat_rel *lookup_rel(an_run *r, const char *schema, const char *name)
 {
     const sqlp_catalog *cat = r->an->cat;
@@ -67,6 +68,7 @@ static void phi_ddl(an_run *r, const char *what, const char *name)
             "describe it)", what, name ? name : "a relation");
 }
 
+/* What the client will see per column, for the decision and the audit log. */
 static void set_outputs(an_run *r, an_col *cols, int ncols)
 {
     sp_stmt_result *st = r->an->st;
@@ -103,6 +105,7 @@ static void check_unscoped(an_run *r, const an_col *cols, int ncols)
     }
 }
 
+/* A SET value as the server would read it: string, number, or on/off. */
 static const char *const_text(an_run *r, const Node *n)
 {
     if (!n || n->node_case != PG_QUERY__NODE__NODE_A_CONST || n->a_const->isnull)
@@ -124,6 +127,7 @@ static const char *const_text(an_run *r, const Node *n)
 
 /* ---- statements that contain queries ----------------------------------------------- */
 
+/* A query whose rows go to the client: masked, and held when unscoped. */
 static void top_query(an_run *r, const Node *n, an_ctx ctx, int depth)
 {
     an_col *cols = NULL;
@@ -157,6 +161,7 @@ static void copying_query(an_run *r, const Node *q, const char *what, int depth)
     }
 }
 
+/* EXPLAIN ANALYZE runs the statement, so it keeps the statement's class. */
 static bool explain_analyze(const PgQuery__ExplainStmt *e)
 {
     for (size_t i = 0; i < e->n_options; i++) {
@@ -184,6 +189,8 @@ static void explain(an_run *r, const PgQuery__ExplainStmt *e, int depth)
 {
     sp_stmt_result *st = r->an->st;
     bool analyze = explain_analyze(e);
+    if (e->n_options)
+        st->literal_sensitive = true; /* EXPLAIN (ANALYZE 'off') */
     /* The plan shows no values, so the inner statement runs unmasked (a
      * masked plan would print the masking expressions, token key included);
      * its predicates are still judged and ANALYZE still runs its class. */
@@ -313,22 +320,45 @@ static void variable_set(an_run *r, const PgQuery__VariableSetStmt *v)
 {
     sp_stmt_result *st = r->an->st;
     st->cls = SQLP_CLASS_SESSION;
+    st->literal_sensitive = true; /* SET x = 'on' and SET x = 'off' differ */
     switch (v->kind) {
     case PG_QUERY__VARIABLE_SET_KIND__VAR_RESET_ALL:
+        an_search_path(r, false, NULL);
+        return;
     case PG_QUERY__VARIABLE_SET_KIND__VAR_SET_MULTI: /* SET TRANSACTION ..., SET SESSION CHARACTERISTICS */
         return;
     case PG_QUERY__VARIABLE_SET_KIND__VAR_RESET:
     case PG_QUERY__VARIABLE_SET_KIND__VAR_SET_DEFAULT:
     case PG_QUERY__VARIABLE_SET_KIND__VAR_SET_CURRENT:
         an_check_setting(r, v->name, NULL);
+        if (v->name && sp_streq_ci(v->name, "search_path"))
+            an_search_path(r, v->is_local, NULL);
         return;
     default:
         break;
     }
     const char *value = v->n_args ? const_text(r, v->args[0]) : NULL;
     an_check_setting(r, v->name, value ? value : "");
+    if (v->name && sp_streq_ci(v->name, "search_path")) {
+        /* names resolve on this path from now on: one quoted entry per element */
+        sp_buf b;
+        sp_buf_init(&b, r->a, 64);
+        for (size_t i = 0; i < v->n_args; i++) {
+            const char *e = const_text(r, v->args[i]);
+            if (!e) {
+                an_deny(r, "session.search_path", "SET search_path needs constant schema names behind phigate");
+                return;
+            }
+            if (i)
+                sp_buf_puts(&b, ", ");
+            sp_buf_ident(&b, e, SQLP_DIALECT_POSTGRES);
+        }
+        an_search_path(r, v->is_local, b.len ? sp_buf_cstr(&b) : "\"\"");
+    }
 }
 
+/* EXECUTE / FETCH run what was judged when it was prepared / declared in
+ * this session; a name phigate never saw could run anything. */
 static void session_lookup(an_run *r, bool cursor, const char *name)
 {
     sp_stmt_result *st = r->an->st;
@@ -579,6 +609,8 @@ static void stmt(an_run *r, const Node *n, int depth)
         }
         return;
     case PG_QUERY__NODE__NODE_CREATE_STMT: {
+        /* a partition or child of a PHI table would hold PHI under a name no
+         * rule covers (catalog rules follow the parent only at load time) */
         const PgQuery__CreateStmt *c = n->create_stmt;
         st->cls = SQLP_CLASS_DDL;
         for (size_t i = 0; i < c->n_inh_relations; i++) {
@@ -680,6 +712,8 @@ static void stmt(an_run *r, const Node *n, int depth)
 
 /* ---- entry points ------------------------------------------------------------------------- */
 
+/* Each statement of a multi-statement string is judged on its own run state
+ * (scopes, reads, joins): nothing of one leaks into the next's decision. */
 void sp_analyse(sp_analysis *an, const void *parse_result)
 {
     const PgQuery__ParseResult *pr = parse_result;
@@ -705,6 +739,10 @@ void sp_analyse(sp_analysis *an, const void *parse_result)
     }
 }
 
+/* A view's columns get the lineage of its definition, analysed once when the
+ * engine is built (catalog.c), with a role that may read everything: only
+ * lineage is wanted.  A view that cannot be analysed is treated as showing
+ * PHI of unknown class in every column (redacted, never a predicate). */
 bool sp_analyse_view(sqlp_engine *eng, cat_rel *rel, int depth)
 {
     if (rel->view_state == 2)

@@ -11,6 +11,7 @@
 
 /* ---- lineage ---------------------------------------------------------------- */
 
+/* Lineage sets are small (a handful of columns): a linear scan dedupes them. */
 void lin_add_col(sp_arena *a, sp_lin *l, const cat_col *c)
 {
     for (int i = 0; i < l->n; i++)
@@ -77,6 +78,8 @@ bool col_phi(const an_col *c)
 
 /* ---- verdicts ----------------------------------------------------------------- */
 
+/* The first denial of a statement is the one reported; later ones would
+ * only repeat the consequence of the first. */
 void an_deny(an_run *r, const char *rule, const char *fmt, ...)
 {
     sp_stmt_result *st = r->an->st;
@@ -105,6 +108,8 @@ void an_hold(an_run *r, const char *rule, const char *fmt, ...)
     st->hold_reason = sp_strdup(r->a, buf);
 }
 
+/* A statement of one class that also needs another (a SELECT calling
+ * pg_read_file is administrative too): the role must allow both. */
 void an_escalate(an_run *r, sqlp_class c, const char *why)
 {
     sp_stmt_result *st = r->an->st;
@@ -336,4 +341,36 @@ bool an_rel_scoped(an_run *r, const cat_rel *rel)
             return false;
     }
     return any;
+}
+
+void an_note_literal(an_run *r, const Node *n)
+{
+    sp_stmt_result *st = r->an->st;
+    if (!n || n->node_case != PG_QUERY__NODE__NODE_A_CONST || n->a_const->location < 0) {
+        st->literal_sensitive = true;
+        return;
+    }
+    if (st->nsens == st->capsens) {
+        int ncap = st->capsens ? st->capsens * 2 : 4;
+        uint32_t *ns = sp_alloc(r->a, (size_t)ncap * sizeof *ns);
+        if (st->nsens)
+            memcpy(ns, st->sens, (size_t)st->nsens * sizeof *ns);
+        st->sens = ns;
+        st->capsens = ncap;
+    }
+    st->sens[st->nsens++] = (uint32_t)n->a_const->location;
+}
+
+void an_search_path(an_run *r, bool local, const char *path)
+{
+    sp_stmt_result *st = r->an->st;
+    st->uncacheable = true;
+    if (local) {
+        /* it ends with the transaction, which phigate does not follow */
+        an_deny(r, "session.search_path",
+                "phigate follows search_path per session; set it with SET search_path (not LOCAL)");
+        return;
+    }
+    st->effect = SPE_SEARCH_PATH;
+    st->effect_name = path;
 }

@@ -3,11 +3,13 @@
  * a reference to the decision.  Bounded by entries and bytes, least recently
  * used out first.
  *
- * The key is the exact text, not a normalised one: an ALLOW decision carries
- * the client's text as upstream_sql and a REWRITE carries literals spliced in
- * place, so two texts that differ in a literal need two decisions.  Drivers
- * that matter for throughput use the extended protocol, where one Parse is
- * decided once and each Bind costs nothing here.
+ * Two kinds of key share the map and the LRU order:
+ *   text   the exact statement text: a hit is the decision itself;
+ *   shape  the statement's tokens with the contents of literals left out
+ *          (engine.c): "... WHERE aid = 48213" and "... WHERE aid = 7" share
+ *          one analysis, and a hit is rebuilt around the new literals by
+ *          replaying the rewrite's token-anchored edits - what pgbench -M
+ *          simple and ORMs that inline values cost.
  *
  *   buckets[h & mask] -> entry -> entry          (chains)
  *   lru: head (newest) <-> ... <-> tail (oldest)  (eviction order)
@@ -23,6 +25,7 @@ typedef struct cache_entry {
     uint64_t hash;
     const sqlp_role *role;
     int dialect;
+    bool shape;
     char *path;
     char *sql;
     size_t len;
@@ -108,21 +111,22 @@ void sp_cache_free(sp_cache *c)
     free(c);
 }
 
-static uint64_t key_hash(const sqlp_role *role, int dialect, const char *path, const char *sql, size_t len)
+static uint64_t key_hash(const sqlp_role *role, int dialect, const char *path, const char *sql, size_t len,
+                         bool shape)
 {
     uint64_t h = sp_hash(sql, len, (uint64_t)(uintptr_t)role);
-    h = sp_hash_mix(h, (uint64_t)dialect);
+    h = sp_hash_mix(h, (uint64_t)dialect * 2 + shape);
     return sp_hash_mix(h, sp_hash(path, strlen(path), 7));
 }
 
 sqlp_decision *sp_cache_get(sp_cache *c, const sqlp_role *role, int dialect, const char *path, const char *sql,
-                            size_t len)
+                            size_t len, bool shape)
 {
     if (!c || !c->max_entries)
         return NULL;
-    uint64_t h = key_hash(role, dialect, path, sql, len);
+    uint64_t h = key_hash(role, dialect, path, sql, len, shape);
     for (cache_entry *e = c->buckets[h & (c->nbuckets - 1)]; e; e = e->chain) {
-        if (e->hash == h && e->role == role && e->dialect == dialect && e->len == len &&
+        if (e->hash == h && e->role == role && e->dialect == dialect && e->shape == shape && e->len == len &&
             memcmp(e->sql, sql, len) == 0 && strcmp(e->path, path) == 0) {
             if (c->head != e) {
                 lru_unlink(c, e);
@@ -138,7 +142,7 @@ sqlp_decision *sp_cache_get(sp_cache *c, const sqlp_role *role, int dialect, con
 }
 
 void sp_cache_put(sp_cache *c, const sqlp_role *role, int dialect, const char *path, const char *sql, size_t len,
-                  sqlp_decision *d)
+                  bool shape, sqlp_decision *d)
 {
     if (!c || !c->max_entries || len > SP_CACHE_MAX_TEXT)
         return;
@@ -158,9 +162,17 @@ void sp_cache_put(sp_cache *c, const sqlp_role *role, int dialect, const char *p
     }
     memcpy(e->sql, sql, len);
     e->sql[len] = 0;
-    e->hash = key_hash(role, dialect, path, sql, len);
+    e->hash = key_hash(role, dialect, path, sql, len, shape);
+    /* one entry per key: a newer decision for a shape replaces the older */
+    for (cache_entry *o = c->buckets[e->hash & (c->nbuckets - 1)]; o; o = o->chain)
+        if (o->hash == e->hash && o->role == role && o->dialect == dialect && o->shape == shape && o->len == len &&
+            memcmp(o->sql, sql, len) == 0 && strcmp(o->path, path) == 0) {
+            entry_drop(c, o);
+            break;
+        }
     e->role = role;
     e->dialect = dialect;
+    e->shape = shape;
     e->len = len;
     e->bytes = bytes;
     sp_decision_ref(d);

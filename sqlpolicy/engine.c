@@ -69,9 +69,26 @@ void sqlp_role_init_agent(sqlp_role *role)
 
 /* ---- decisions ------------------------------------------------------------------ */
 
+/* The rewrite of a cached decision, anchored to tokens instead of bytes, so
+ * a statement of the same shape (other literals) can be rebuilt from it. */
+typedef struct plan_edit {
+    uint32_t a, b;          /* replace tokens a..b, or insert after token a */
+    bool insert;
+    const char *text;
+    uint32_t tlen;
+} plan_edit;
+
 typedef struct decision_box {
     int refs;
-    sp_arena arena;
+    sp_arena arena;            /* the decision */
+    sp_arena scratch;          /* tokens, parse tree, analysis: freed before sqlp_decide returns */
+    struct decision_box *base; /* derived: shares base's statements, holds a reference */
+    plan_edit *plan;           /* shape-cacheable decisions: the edits by token */
+    int nplan;
+    uint32_t ntok;
+    uint32_t *sens;            /* literal tokens whose value the analysis consulted */
+    const char **sens_text;    /* ... and that value: another value is another decision */
+    int nsens;
     sqlp_decision d;
 } decision_box;
 
@@ -104,8 +121,11 @@ void sqlp_decision_free(sqlp_decision *d)
     decision_box *b = BOX_OF(d);
     if (--b->refs > 0)
         return;
+    decision_box *base = b->base;
     sp_arena_free(&b->arena);
     free(b);
+    if (base)
+        sqlp_decision_free(&base->d);
 }
 
 static decision_box *box_new(void)
@@ -255,6 +275,8 @@ void sqlp_session_reset(sqlp_session *s)
     entry_free(s->prepared);
     entry_free(s->cursors);
     s->prepared = s->cursors = NULL;
+    free(s->search_path);
+    s->search_path = NULL;
 }
 
 void sqlp_session_free(sqlp_session *s)
@@ -340,7 +362,13 @@ static void apply_effects(sqlp_session *s, const sp_analysis *an, const sqlp_dec
             session_remove(&s->cursors, r->effect_name);
             break;
         case SPE_DISCARD:
-            sqlp_session_reset(s);
+            sqlp_session_reset(s); /* DISCARD ALL also resets search_path */
+            break;
+        case SPE_SEARCH_PATH:
+            /* A ROLLBACK undoes a SET on the server but not here: phigate then
+             * resolves names on the path the session last asked for. */
+            free(s->search_path);
+            s->search_path = r->effect_name ? strdup(r->effect_name) : NULL;
             break;
         case SPE_NONE:
             break;
@@ -482,8 +510,11 @@ static void output_columns(sp_arena *a, const sp_stmt_result *r, sqlp_statement 
     }
 }
 
+/* The path names resolve on: what the session SET, else the front's. */
 static const char *effective_path(const sqlp_context *ctx)
 {
+    if (ctx->session && ctx->session->search_path)
+        return ctx->session->search_path;
     return ctx->search_path ? ctx->search_path : "";
 }
 
@@ -506,6 +537,7 @@ static void set_path(sp_analysis *an, const char *path)
             break;
         sp_buf b;
         sp_buf_init(&b, an->a, 32);
+        bool quoted = *p == '"';
         if (*p == '"') {
             p++;
             while (*p && !(*p == '"' && p[1] != '"')) {
@@ -520,11 +552,167 @@ static void set_path(sp_analysis *an, const char *path)
                 sp_buf_add(&b, p++, 1);
         }
         char *name = sp_buf_cstr(&b);
-        if (strcmp(name, "$user") != 0) /* the upstream login's schema: not known here */
+        if (!quoted)
+            for (char *c = name; *c; c++) /* unquoted names fold to lower case, as the server's do */
+                if (*c >= 'A' && *c <= 'Z')
+                    *c = (char)(*c + 32);
+        if (strcmp(name, "$user") != 0 && *name) /* the upstream login's schema: not known here */
             items[n++] = name;
     }
     an->path = items;
     an->npath = n;
+}
+
+/* ---- shapes ---------------------------------------------------------------------- */
+
+/* The statement's tokens with literal contents left out: kind byte, then the
+ * token's bytes (a string keeps only its prefix, E'' vs '', a number nothing),
+ * NUL-separated.  Spacing and comments are not part of it either: edits are
+ * replayed by token, and the text around them is the new statement's own. */
+static const char *shape_key(sp_arena *a, const char *text, const sp_lexed *lx, size_t *klen)
+{
+    sp_buf b;
+    sp_buf_init(&b, a, lx->ntok * 8 + 16);
+    for (uint32_t i = 0; i < lx->ntok; i++) {
+        const sp_token *t = &lx->tok[i];
+        char k = (char)('A' + t->kind);
+        sp_buf_add(&b, &k, 1);
+        if (t->kind == SPT_STRING)
+            sp_buf_add(&b, text + t->start, t->prefix);
+        else if (t->kind != SPT_NUMBER)
+            sp_buf_add(&b, text + t->start, t->end - t->start);
+        sp_buf_add(&b, "", 1);
+    }
+    *klen = b.len;
+    return b.p;
+}
+
+/* Index of the token ending exactly at pos, or -1. */
+static int tok_ending_at(const sp_lexed *lx, uint32_t pos)
+{
+    uint32_t lo = 0, hi = lx->ntok;
+    while (lo < hi) { /* first token starting at or after pos */
+        uint32_t mid = (lo + hi) / 2;
+        if (lx->tok[mid].start < pos)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo > 0 && lx->tok[lo - 1].end == pos)
+        return (int)lo - 1;
+    return -1;
+}
+
+/* Edits (sorted) as token anchors; false when one does not sit on token
+ * boundaries or carries a literal of the original text along. */
+static bool make_plan(decision_box *box, const sp_lexed *lx, const sp_edit *e, int n)
+{
+    plan_edit *p = sp_alloc(&box->arena, (size_t)(n ? n : 1) * sizeof *p);
+    for (int i = 0; i < n; i++) {
+        if (e[i].del == 0) {
+            int t = tok_ending_at(lx, e[i].pos);
+            if (t < 0)
+                return false;
+            p[i] = (plan_edit){(uint32_t)t, (uint32_t)t, true, sp_strndup(&box->arena, e[i].text, e[i].tlen),
+                               e[i].tlen};
+            continue;
+        }
+        int a = sp_tok_at(lx, e[i].pos), b = tok_ending_at(lx, e[i].pos + e[i].del);
+        if (a < 0 || b < a)
+            return false;
+        for (int k = a; k <= b; k++)
+            if (lx->tok[k].kind == SPT_STRING || lx->tok[k].kind == SPT_NUMBER)
+                return false; /* the edit's text repeats this literal */
+        p[i] = (plan_edit){(uint32_t)a, (uint32_t)b, false, sp_strndup(&box->arena, e[i].text, e[i].tlen),
+                           e[i].tlen};
+    }
+    box->plan = p;
+    box->nplan = n;
+    box->ntok = lx->ntok;
+    return true;
+}
+
+/* Remember the literals the analysis consulted; false when one is not a plain literal token. */
+static bool plan_literals(decision_box *box, const char *text, const sp_lexed *lx, const sp_analysis *an)
+{
+    int n = 0;
+    for (int i = 0; i < an->nstmts; i++)
+        n += an->stmts[i].nsens;
+    box->sens = sp_alloc(&box->arena, (size_t)(n ? n : 1) * sizeof *box->sens);
+    box->sens_text = sp_alloc(&box->arena, (size_t)(n ? n : 1) * sizeof *box->sens_text);
+    box->nsens = 0;
+    for (int i = 0; i < an->nstmts; i++)
+        for (int k = 0; k < an->stmts[i].nsens; k++) {
+            int t = sp_tok_at(lx, an->stmts[i].sens[k]);
+            if (t < 0 || (lx->tok[t].kind != SPT_NUMBER && lx->tok[t].kind != SPT_STRING))
+                return false;
+            box->sens[box->nsens] = (uint32_t)t;
+            box->sens_text[box->nsens] = sp_strndup(&box->arena, text + lx->tok[t].start,
+                                                    lx->tok[t].end - lx->tok[t].start);
+            box->nsens++;
+        }
+    return true;
+}
+
+/* A decision for text built from a cached decision of the same shape. */
+static sqlp_decision *derive(decision_box *box, sqlp_decision *hit, const char *text, size_t len,
+                             const sp_lexed *lx)
+{
+    decision_box *base = BOX_OF(hit);
+    if (base->base)
+        base = base->base;
+    if (base->ntok != lx->ntok)
+        return NULL;
+    for (int i = 0; i < base->nsens; i++) {
+        const sp_token *t = &lx->tok[base->sens[i]];
+        if (strlen(base->sens_text[i]) != t->end - t->start ||
+            memcmp(base->sens_text[i], text + t->start, t->end - t->start) != 0)
+            return NULL; /* LIMIT 5 cached, LIMIT 500 asked: analyse again */
+    }
+    sqlp_decision *d = &box->d;
+    *d = base->d; /* statements, rules, reasons: shared with the base */
+    if (base->d.upstream_sql && base->nplan == 0) {
+        d->upstream_sql = (char *)text;
+        d->upstream_len = len;
+    } else if (base->d.upstream_sql) {
+        sp_buf b;
+        sp_buf_init(&b, &box->arena, len + 256);
+        uint32_t at = 0;
+        for (int i = 0; i < base->nplan; i++) {
+            const plan_edit *p = &base->plan[i];
+            uint32_t pos = p->insert ? lx->tok[p->a].end : lx->tok[p->a].start;
+            uint32_t end = p->insert ? pos : lx->tok[p->b].end;
+            if (pos < at)
+                return NULL;
+            sp_buf_add(&b, text + at, pos - at);
+            sp_buf_add(&b, p->text, p->tlen);
+            at = end;
+        }
+        sp_buf_add(&b, text + at, len - at);
+        d->upstream_sql = sp_buf_cstr(&b);
+        d->upstream_len = b.len;
+    }
+    base->refs++;
+    box->base = base;
+    return d;
+}
+
+/* protobuf-c allocates the unpacked tree from the decision's arena: no
+ * per-node malloc, and no free_unpacked walk (a fifth of a cold decision). */
+static void *pb_alloc(void *data, size_t size)
+{
+    sp_arena *a = data;
+    jmp_buf *saved = a->oom;
+    a->oom = NULL; /* inside protobuf-c: report failure, do not longjmp */
+    void *p = sp_alloc_raw(a, size);
+    a->oom = saved;
+    return p;
+}
+
+static void pb_free(void *data, void *p)
+{
+    (void)data;
+    (void)p;
 }
 
 sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char *sql, size_t len)
@@ -537,7 +725,7 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
         return simple_deny("parse.too_large", "the statement is larger than phigate accepts (1 MiB)");
     const char *path = effective_path(ctx);
     if (len <= SP_CACHE_MAX_TEXT) {
-        sqlp_decision *hit = sp_cache_get(eng->cache, ctx->role, (int)ctx->dialect, path, sql, len);
+        sqlp_decision *hit = sp_cache_get(eng->cache, ctx->role, (int)ctx->dialect, path, sql, len, false);
         if (hit)
             return hit;
     }
@@ -547,30 +735,46 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
     decision_box *volatile box = box_new();
     if (!box)
         return &oom_decision;
-    /* The only resource outside the arena while the arena may longjmp. */
-    PgQuery__ParseResult *volatile tree = NULL;
+    /* Everything below lives in the two arenas, the unpacked parse tree included. */
+    PgQuery__ParseResult *tree = NULL;
     jmp_buf jb;
     if (setjmp(jb)) {
-        if (tree)
-            pg_query__parse_result__free_unpacked(tree, NULL);
+        sp_arena_free(&box->scratch);
         sp_arena_free(&box->arena);
         free(box);
         return &oom_decision;
     }
-    sp_arena *a = &box->arena;
+    sp_arena *a = &box->arena, *sc = &box->scratch;
     a->oom = &jb;
+    sc->oom = &jb;
     sqlp_decision *d = &box->d;
     const char *deny_rule = NULL, *deny_reason = NULL;
 
     char *text = sp_strndup(a, sql, len);
     sp_lexed lx;
-    sp_lex(a, text, len, &lx);
+    sp_lex(sc, text, len, &lx);
     if (!lx.ok) {
         deny_rule = "parse.error";
         deny_reason = "the statement does not parse (unterminated quoted string, identifier or comment)";
     } else if (lx.depth_estimate > SQLP_MAX_TREE_DEPTH) {
         deny_rule = "parse.too_deep";
         deny_reason = sp_printf(a, "the statement nests deeper than phigate accepts (%d levels)", SQLP_MAX_TREE_DEPTH);
+    }
+    const char *shape = NULL;
+    size_t shapelen = 0;
+    if (!deny_rule && len <= SP_CACHE_MAX_TEXT && eng->cache) {
+        shape = shape_key(sc, text, &lx, &shapelen);
+        sqlp_decision *hit = sp_cache_get(eng->cache, ctx->role, (int)ctx->dialect, path, shape, shapelen, true);
+        if (hit) {
+            sqlp_decision *d2 = derive(box, hit, text, len, &lx);
+            sqlp_decision_free(hit); /* derive took its own reference */
+            if (d2) {
+                sp_arena_free(sc);
+                a->oom = NULL;
+                sp_cache_put(eng->cache, ctx->role, (int)ctx->dialect, path, sql, len, false, d2);
+                return d2;
+            }
+        }
     }
     if (!deny_rule) {
         char msg[300];
@@ -580,7 +784,10 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
             snprintf(msg, sizeof msg, "the statement does not parse: %s",
                      pr.error->message ? pr.error->message : "syntax error");
         else
-            tree = pg_query__parse_result__unpack(NULL, pr.parse_tree.len, (const uint8_t *)pr.parse_tree.data);
+        {
+            ProtobufCAllocator pa = {pb_alloc, pb_free, sc};
+            tree = pg_query__parse_result__unpack(&pa, pr.parse_tree.len, (const uint8_t *)pr.parse_tree.data);
+        }
         pg_query_free_protobuf_parse_result(pr);
         if (msg[0] || !tree) {
             deny_rule = "parse.error";
@@ -589,7 +796,7 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
     }
     sp_analysis an = {0};
     if (!deny_rule) {
-        an.a = a;
+        an.a = sc;
         an.eng = eng;
         an.cat = eng->cat;
         an.role = ctx->role;
@@ -599,7 +806,7 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
         an.sql = text;
         an.len = len;
         an.lx = &lx;
-        set_path(&an, ctx->search_path);
+        set_path(&an, *path ? path : NULL);
         sp_analyse(&an, tree);
     }
     bool cacheable = len <= SP_CACHE_MAX_TEXT;
@@ -648,9 +855,16 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
                 d->reason = sp_printf(a, "statement %d of %d: %s", worsti + 1, an.nstmts,
                                       d->reason ? d->reason : "refused");
         }
+        bool plan_ok = shape != NULL;
+        for (int i = 0; i < an.nstmts; i++)
+            if (an.stmts[i].literal_sensitive || an.stmts[i].uncacheable)
+                plan_ok = false; /* a literal's value decided something */
         if (d->verdict != SQLP_DENY && an.nedits > 0) {
             size_t olen = 0;
             char *out = apply_edits(a, text, len, an.edits, an.nedits, &olen);
+            /* apply_edits sorted them: the plan replays them in order */
+            if (out && plan_ok)
+                plan_ok = make_plan(box, &lx, an.edits, an.nedits);
             if (!out) {
                 d->verdict = SQLP_DENY;
                 d->rule = sp_strdup(a, "engine.rewrite_conflict");
@@ -671,14 +885,21 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
         }
         if (d->verdict != SQLP_DENY && d->verdict != SQLP_HOLD && ctx->session)
             apply_effects(ctx->session, &an, d);
-    }
-    /* the analysis points into the tree until here (names, effects) */
-    if (tree) {
-        pg_query__parse_result__free_unpacked(tree, NULL);
-        tree = NULL;
+        if (plan_ok && !box->plan) {
+            box->ntok = lx.ntok; /* no edits: upstream is the text itself, or none */
+            box->nplan = 0;
+        }
+        if (plan_ok)
+            plan_ok = plan_literals(box, text, &lx, &an);
+        if (!plan_ok)
+            shape = NULL;
     }
     a->oom = NULL;
-    if (cacheable && eng->cache)
-        sp_cache_put(eng->cache, ctx->role, (int)ctx->dialect, path, sql, len, d);
+    if (cacheable && eng->cache) {
+        sp_cache_put(eng->cache, ctx->role, (int)ctx->dialect, path, sql, len, false, d);
+        if (shape && !deny_rule)
+            sp_cache_put(eng->cache, ctx->role, (int)ctx->dialect, path, shape, shapelen, true, d);
+    }
+    sp_arena_free(sc); /* the shape key lived here */
     return d;
 }

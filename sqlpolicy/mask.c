@@ -401,6 +401,19 @@ static size_t utf8_chars(const char *s, size_t len)
     return n;
 }
 
+/* bytes of the first `chars` characters */
+static size_t utf8_prefix(const char *s, size_t len, size_t chars)
+{
+    size_t i = 0;
+    while (i < len && chars > 0) {
+        i++;
+        while (i < len && ((unsigned char)s[i] & 0xc0) == 0x80)
+            i++;
+        chars--;
+    }
+    return i;
+}
+
 /* byte offset where the last `chars` characters start */
 static size_t utf8_tail(const char *s, size_t len, size_t chars)
 {
@@ -498,7 +511,7 @@ char *sqlp_mask_value(const char *mask, const char *value, size_t len, const sql
         int y;
         if (len >= 10 && value[4] == '-' && parse_year(value, len, &y))
             return year_text(y, value, len);
-        return strndup(value, len < 4 ? len : 4);
+        return strndup(value, utf8_prefix(value, len, 4));
     }
     case SPM_BIRTH_YEAR: {
         int y, cap = current_year() - m.n;
@@ -507,13 +520,12 @@ char *sqlp_mask_value(const char *mask, const char *value, size_t len, const sql
         return strdup(REDACTED);
     }
     case SPM_ZIP3: {
-        char z[4] = {0};
-        size_t n = len < 3 ? len : 3;
-        memcpy(z, value, n);
+        /* left(x, 3) counts characters, as the SQL does */
+        size_t n = utf8_prefix(value, len, 3);
         for (size_t i = 0; i < SP_ARRAY_LEN(restricted_zip3); i++)
-            if (strcmp(z, restricted_zip3[i]) == 0)
+            if (n == 3 && memcmp(value, restricted_zip3[i], 3) == 0)
                 return strdup("000**");
-        if (asprintf(&out, "%s**", z) < 0)
+        if (asprintf(&out, "%.*s**", (int)n, value) < 0)
             return NULL;
         return out;
     }

@@ -159,6 +159,8 @@ void an_expr_eq(an_run *r, const Node *n, an_level *lv, an_ctx ctx, sp_lin *out,
 sp_func_kind an_check_function(an_run *r, const char *schema, const char *name);
 /* SET name = value, RESET name (value NULL), set_config(): which class, or deny. */
 void an_check_setting(an_run *r, const char *name, const char *value);
+/* The statement changes the session's search_path (NULL: back to the default). */
+void an_search_path(an_run *r, bool local, const char *path);
 /* An expression list in predicate context (WHERE and the like). */
 void an_pred(an_run *r, const Node *n, an_level *lv, const char *clause, int depth);
 /* Target list of a SELECT or RETURNING: output columns. */
@@ -185,6 +187,9 @@ void an_note_join(an_run *r, const sp_lin *a, const sp_lin *b, an_level *lv);
 /* Every read of rel is restricted (WHERE, key join, LIMIT, one-row aggregate). */
 bool an_rel_scoped(an_run *r, const cat_rel *rel);
 bool an_const_int(const Node *n, int64_t *out);
+/* The decision depends on this constant's value: a statement of the same shape
+ * with another value here must be analysed again. */
+void an_note_literal(an_run *r, const Node *n);
 const char *an_str(const Node *n); /* String node value, else NULL */
 
 /* ---- rewriting (analyze_rewrite.c) ------------------------------------------ */

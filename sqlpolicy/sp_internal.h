@@ -261,6 +261,7 @@ typedef enum {
     SPE_DEALLOCATE,/* name, NULL: all */
     SPE_CLOSE,     /* name, NULL: all */
     SPE_DISCARD,   /* DISCARD ALL: forget everything */
+    SPE_SEARCH_PATH, /* name: the new search path ("a", "b" quoted list), NULL: back to the default */
 } sp_effect_kind;
 
 typedef struct sp_stmt_result {
@@ -271,7 +272,9 @@ typedef struct sp_stmt_result {
     const char *deny_rule, *deny_reason;
     const char *hold_rule, *hold_reason;
     bool touches_phi;
-    bool literal_sensitive;     /* a literal's value was consulted (LIMIT, set_config...) */
+    bool literal_sensitive;     /* a literal's value was consulted where we cannot say which */
+    uint32_t *sens;             /* byte offsets of literals whose value was consulted (LIMIT 5) */
+    int nsens, capsens;
     bool uncacheable;           /* depends on or changes session state */
     bool rewritten;             /* produced edits */
     sp_outinfo *cols;
@@ -294,6 +297,7 @@ struct sp_sess_entry {
 struct sqlp_session {
     sp_sess_entry *prepared;
     sp_sess_entry *cursors;
+    char *search_path;          /* set by SET search_path / set_config(); NULL: the context's */
 };
 const sp_sess_entry *sp_session_find(const sqlp_session *s, bool cursor, const char *name);
 
@@ -349,12 +353,14 @@ void sp_decision_ref(sqlp_decision *d);
 size_t sp_decision_bytes(const sqlp_decision *d);
 sp_cache *sp_cache_new(size_t max_entries, size_t max_bytes);
 void sp_cache_free(sp_cache *c);
-/* A new reference to the cached decision for this key, or NULL. */
-sqlp_decision *sp_cache_get(sp_cache *c, const sqlp_role *role, int dialect, const char *path, const char *sql,
-                            size_t len);
+/* A new reference to the cached decision for this key, or NULL.  shape: the
+ * key is a statement's shape (its tokens with literal contents left out,
+ * engine.c), not its text. */
+sqlp_decision *sp_cache_get(sp_cache *c, const sqlp_role *role, int dialect, const char *path, const char *key,
+                            size_t len, bool shape);
 /* Stores a new reference to d (the caller keeps its own). */
-void sp_cache_put(sp_cache *c, const sqlp_role *role, int dialect, const char *path, const char *sql, size_t len,
-                  sqlp_decision *d);
+void sp_cache_put(sp_cache *c, const sqlp_role *role, int dialect, const char *path, const char *key, size_t len,
+                  bool shape, sqlp_decision *d);
 void sp_cache_stats(const sp_cache *c, sqlp_cache_stats *out);
 #define SP_CACHE_MAX_TEXT (64u * 1024)
 

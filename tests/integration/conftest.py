@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import (AGENT, AGENT_PASSWORD, OUTSIDER, OUTSIDER_PASSWORD, REPO, Binaries, Gateway, Stack, TlsPair,
-                     _running, audit_keygen, default_config, free_port, read_stack_env, run_psql, scram_verifier,
-                     stack_env_path, stop_and_check, deep_merge)
+from harness import (AGENT, AGENT_PASSWORD, APPROVER_PASSWORD, OUTSIDER, OUTSIDER_PASSWORD, REPO,
+                     Binaries, Gateway, Stack, TlsPair, _running, audit_keygen, default_config, free_port,
+                     read_stack_env, run_psql, scram_verifier, stack_env_path, stop_and_check, deep_merge,
+                     write_secret)
 
 
 # ---------------------------------------------------------------------------
@@ -100,14 +101,35 @@ def audit_key(tmp_path_factory, binaries):
 
 
 @pytest.fixture(scope="session")
+def audit_pubkey(audit_key):
+    """The public half of audit_key, as an auditor gets it (phigatectl audit verify --pubkey)."""
+    return audit_key.parent / "audit_ed25519.pub"
+
+
+@pytest.fixture(scope="session")
+def redis_secret_file(tmp_path_factory, stack):
+    """The stack's Redis password in a 0600 file (redis.password_file)."""
+    d = tmp_path_factory.mktemp("redis-secret")
+    d.chmod(0o700)
+    return write_secret(d / "redis", stack.env["STACK_REDIS_PASSWORD"])
+
+
+@pytest.fixture(scope="session")
+def approver_verifier(binaries):
+    """The SCRAM verifier of the approver harness.APPROVER (password APPROVER_PASSWORD)."""
+    return scram_verifier(binaries, APPROVER_PASSWORD)
+
+
+@pytest.fixture(scope="session")
 def gateway_maker(tmp_path_factory, binaries, stack, tls_pair, upstream_secret_file, verifiers, audit_key):
     """make(overrides) -> a started Gateway; overrides are deep-merged into default_config
-    (a value of None removes a key)."""
-    def make(overrides=None, name="phigate"):
+    (a value of None removes a key); wrapper: a command phigate runs under (e.g. prlimit)."""
+    def make(overrides=None, name="phigate", wrapper=None):
         workdir = tmp_path_factory.mktemp(name)
         cfg = default_config(workdir, stack, tls_pair, upstream_secret_file, verifiers, audit_key,
                              free_port())
         gw = Gateway(workdir, binaries, stack, deep_merge(cfg, overrides or {}))
+        gw.wrapper = list(wrapper or [])
         gw.start()
         _running.append(gw)
         return gw
@@ -126,11 +148,11 @@ def gateway(gateway_maker, request):
 
 @pytest.fixture
 def start_gateway(gateway_maker):
-    """For tests that need a special configuration: start_gateway({...overrides...})."""
+    """For tests that need a special configuration: start_gateway({...overrides...}, name=, wrapper=)."""
     started = []
 
-    def start(overrides=None):
-        gw = gateway_maker(overrides, name="special")
+    def start(overrides=None, **kw):
+        gw = gateway_maker(overrides, name=kw.pop("name", "special"), **kw)
         started.append(gw)
         return gw
     yield start

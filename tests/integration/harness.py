@@ -200,6 +200,7 @@ class Gateway:
         self.stdout_path = self.workdir / "stdout.txt"
         self.proc = None
         self.stopped = False
+        self.wrapper = []  # a command phigate runs under, e.g. ["prlimit", "--fsize=65536", "--"]
 
     # -- lifecycle -------------------------------------------------------------
     def start(self):
@@ -208,7 +209,7 @@ class Gateway:
                                capture_output=True, text=True, timeout=30, env=gateway_env())
         assert check.returncode == 0, f"config rejected:\n{check.stderr}\n{self.config_path.read_text()}"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen([str(self.binaries.phigate), "--config", str(self.config_path)],
+            self.proc = subprocess.Popen([*self.wrapper, str(self.binaries.phigate), "--config", str(self.config_path)],
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=gateway_env(),
                                          start_new_session=True)
         deadline = time.monotonic() + 20
@@ -245,6 +246,26 @@ class Gateway:
                 problems.append(f"phigate exited with status {self.proc.returncode} after SIGTERM")
         problems += self.sanitizer_problems()
         return problems
+
+    def kill_hard(self):
+        """SIGKILL by pid (a crash), wait for it; the Gateway counts as stopped afterwards."""
+        if self.proc is None or self.stopped:
+            return
+        self.stopped = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=15)
+        if self in _running:
+            _running.remove(self)
+
+    @property
+    def admin_url(self):
+        admin = self.config["admin"]
+        return f"http://{admin['address']}:{admin['port']}"
+
+    @property
+    def audit_dir(self):
+        return Path(self.config["audit"]["dir"])
 
     def health_problems(self):
         """Problems visible while it should be running."""
@@ -375,3 +396,49 @@ def run_psql(bindir, conninfo, password, sql=None, stdin=None, args=(), timeout=
     return PsqlResult(out.returncode, out.stdout, out.stderr)
 
 
+
+
+# ---------------------------------------------------------------------------
+# Approvals (the stack's Redis, the admin console/API) and phigatectl
+# ---------------------------------------------------------------------------
+
+APPROVER = "approver_ana"              # a human approver (admin console, phigatectl approvals)
+APPROVER_PASSWORD = "approver-" + secrets.token_hex(12)
+
+
+def write_secret(path, value):
+    """A 0600 secret file (phigate refuses looser modes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return path
+
+
+def approvals_overrides(stack, redis_secret, approvers, admin_port=None, wait_ms=30000, key_prefix=None,
+                        **approvals):
+    """Config overrides that turn on the approval queue (the stack's Redis, under key_prefix), the admin
+    API on admin_port (a free port by default) and the approvers {name: scram verifier}."""
+    redis = {"host": stack.env["STACK_REDIS_HOST"], "port": int(stack.env["STACK_REDIS_PORT"]),
+             "password_file": str(redis_secret), "timeout_ms": 1000}
+    if key_prefix:
+        redis["key_prefix"] = key_prefix
+    return {
+        "redis": redis,
+        "approvals": dict({"wait_ms": wait_ms, "grant": "single_use"}, **approvals),
+        "admin": {"address": "127.0.0.1", "port": admin_port or free_port()},
+        "approvers": {name: {"scram": v} for name, v in approvers.items()},
+    }
+
+
+def run_ctl(binaries, *args, env=None, timeout=60, input=None):
+    """phigatectl ARGS...; returns the CompletedProcess (text)."""
+    return subprocess.run([str(binaries.phigatectl), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, input=input, env=clean_env(**(env or {})))
+
+
+def approvals_ctl(binaries, gw, *args, approver=APPROVER, password=APPROVER_PASSWORD, timeout=60):
+    """phigatectl approvals ARGS... --url <gw's admin API> --approver NAME (password in the environment)."""
+    return run_ctl(binaries, "approvals", *args, "--url", gw.admin_url, "--approver", approver,
+                   env={"PHIGATE_APPROVER_PASSWORD": password}, timeout=timeout)

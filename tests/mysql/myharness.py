@@ -268,14 +268,27 @@ def stop_and_check(gw):
         pytest.fail("; ".join(problems) + "\n" + gw.diagnostics(), pytrace=False)
 
 
+def mysql_rules(workdir):
+    """The repo's masking rules, plus its clinic catalog aimed at the MySQL fixture:
+    there the tables live in schema (database) "clinic", not PostgreSQL's "public"."""
+    rules = workdir / "rules"
+    rules.mkdir(exist_ok=True)
+    for f in sorted((REPO / "masking-rules").glob("*.y*ml")):
+        text = f.read_text()
+        (rules / f.name).write_text(text)
+        if "kind: catalog" in text and re.search(r"^schema: public$", text, re.M):
+            text = re.sub(r"^schema: public$", "schema: clinic", text, flags=re.M)
+            text = re.sub(r"^name: (\S+)$", r"name: \1_mysql", text, flags=re.M)
+            (rules / f"{f.stem}_mysql{f.suffix}").write_text(text)
+    return rules
+
+
 def default_config(workdir, stack, tls, secret_file, audit_key, verifiers):
     upstream = {"protocol": "mysql", "host": stack.host, "port": stack.port, "user": stack.user,
                 "password_file": str(secret_file), "tls": "disable"}
-    rules = workdir / "rules"
-    rules.mkdir(exist_ok=True)
     return {
         "phigate": {"log_level": "info", "log_file": str(workdir / "phigate.log"),
-                    "masking_rules": str(REPO / "masking-rules")},
+                    "masking_rules": str(mysql_rules(workdir))},
         "listen": {"postgres": {"address": "127.0.0.1", "port": free_port()},
                    "mysql": {"address": "127.0.0.1", "port": free_port()}},
         "tls": {"cert_file": str(tls[0]), "key_file": str(tls[1]), "require": False},
@@ -339,9 +352,11 @@ for my $step (@$in) {
     my $res = eval {
         my $sth = $dbh->prepare($sql);
         $sth->execute(@params);
-        my $rows = $sth->{NUM_OF_FIELDS} ? $sth->fetchall_arrayref : [];
+        my $n = $sth->{NUM_OF_FIELDS};
+        my $names = $n ? [@{$sth->{NAME}}] : [];
+        my $rows = $n ? $sth->fetchall_arrayref : [];
         $sth->finish;
-        { rows => $rows, names => ($sth->{NAME} // []) };
+        { rows => $rows, names => $names };
     };
     push @out, $@ ? { error => "$@", errno => $dbh->err } : $res;
 }

@@ -137,6 +137,7 @@ class MyClient:
         self.caps = 0
         self.greeting = None
         self.next_seq = 0
+        self.capture = None
 
     # -- framing -----------------------------------------------------------
     def _recv_exact(self, n):
@@ -151,7 +152,10 @@ class MyClient:
     def read_physical(self):
         h = self._recv_exact(4)
         n = h[0] | h[1] << 8 | h[2] << 16
-        return h[3], self._recv_exact(n)
+        p = self._recv_exact(n)
+        if self.capture is not None:
+            self.capture += h + p  # the bytes as received, for digests
+        return h[3], p
 
     def read_packet(self, check_seq=True):
         """One logical packet (continuations joined).  Ids are checked."""
@@ -328,6 +332,21 @@ class MyClient:
             results.append({"columns": cols, "rows": rows, "status": status})
             if not status & 0x08:
                 return results
+
+    def prepare(self, sql):
+        """COM_STMT_PREPARE: (statement id, columns, params).  Raises MyError."""
+        self.command(COM_STMT_PREPARE, sql.encode())
+        p = self.read_packet()
+        if p[0] == 0xFF:
+            raise parse_err(p)
+        stmt_id, ncols, nparams = struct.unpack_from("<IHH", p, 1)
+        classic = not self.caps & DEPRECATE_EOF
+        for count in (nparams, ncols):
+            for _ in range(count):
+                self.read_packet()
+            if count and classic:
+                assert self.read_packet()[0] == 0xFE
+        return stmt_id, ncols, nparams
 
     def simple(self, cmd, payload=b""):
         """A command answered by one OK / EOF / ERR packet; returns the payload."""

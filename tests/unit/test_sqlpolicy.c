@@ -25,7 +25,7 @@
  *   end                         (a blank line also ends a case)
  *
  * Usage: test_sqlpolicy [-v] [-d out] [dir]   run every NAME.cases file
- *        (-d: also write the upstream_sql of each rewritten or held case to out/)
+ *        (-d: also write each rewritten upstream_sql to out/, one file per case)
  *        test_sqlpolicy -e 'SQL' [role] print one decision (a debugging aid)
  * The last line is "N passed, N failed"; the exit status is 1 on a failure.
  */
@@ -281,7 +281,8 @@ static void run_case(sqlp_engine *eng, const sqlp_role *role, sqlp_session *sess
         }
     if (ok && verbose)
         printf("ok   %s:%d\n", c->file, c->line);
-    if (dump_dir && d->upstream_sql && (d->verdict == SQLP_REWRITE || d->verdict == SQLP_HOLD)) {
+    if (dump_dir && d->upstream_sql && (d->verdict == SQLP_REWRITE || d->verdict == SQLP_HOLD) &&
+        (d->upstream_len != c->sqllen || memcmp(d->upstream_sql, c->sql, c->sqllen) != 0)) {
         char path[1024];
         snprintf(path, sizeof path, "%s/%04d_%.200s_%d.sql", dump_dir, ++dumped, c->file, c->line);
         FILE *f = fopen(path, "w");
@@ -484,20 +485,67 @@ static void check_cache(sqlp_engine *eng)
     sqlp_decision *again = decide(eng, agent, "SELECT 42", 9);
     CHECK(keep == again, "a cache hit hands out the same decision");
     sqlp_engine_cache_stats(eng, &st);
-    CHECK(st.hits == 1 && st.misses == 1 && st.entries == 1, "hits %llu misses %llu entries %llu",
+    /* one miss for the text, one for its shape; both stored */
+    CHECK(st.hits == 1 && st.misses == 2 && st.entries == 2, "hits %llu misses %llu entries %llu",
           (unsigned long long)st.hits, (unsigned long long)st.misses, (unsigned long long)st.entries);
     char q[64];
     for (int i = 0; i < 10; i++) {
-        int n = snprintf(q, sizeof q, "SELECT %d", i);
+        int n = snprintf(q, sizeof q, "SELECT 1 AS c%d", i); /* ten shapes */
         sqlp_decision_free(decide(eng, agent, q, (size_t)n));
     }
     sqlp_engine_cache_stats(eng, &st);
-    CHECK(st.entries == 4 && st.evictions == 7, "LRU bound: entries %llu evictions %llu",
+    CHECK(st.entries == 4 && st.evictions == 18, "LRU bound: entries %llu evictions %llu",
           (unsigned long long)st.entries, (unsigned long long)st.evictions);
     /* the evicted decision is still ours */
     CHECK(keep->upstream_sql && strcmp(keep->upstream_sql, "SELECT 42") == 0, "evicted decision kept alive");
     sqlp_decision_free(keep);
     sqlp_decision_free(again);
+    sqlp_engine_set_cache_limits(eng, 4096, 32u << 20);
+    /* statements of one shape share an analysis, rebuilt around their literals */
+    static const char *const same_shape[] = {
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 48213",
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 7",
+        "select abalance   from pgbench_accounts where aid = 123456789",
+    };
+    for (int i = 0; i < 3; i++) {
+        sqlp_decision *d = decide(eng, agent, same_shape[i], strlen(same_shape[i]));
+        CHECK(d->verdict == SQLP_ALLOW && d->upstream_len == strlen(same_shape[i]) &&
+                  memcmp(d->upstream_sql, same_shape[i], d->upstream_len) == 0,
+              "same shape %d: %s", i, d->upstream_sql ? d->upstream_sql : "-");
+        sqlp_decision_free(d);
+    }
+    sqlp_engine_cache_stats(eng, &st);
+    CHECK(st.hits >= 1, "shape hits: %llu", (unsigned long long)st.hits);
+    static const struct {
+        const char *sql, *up;
+    } rw[] = {
+        {"SELECT ssn FROM patients WHERE id = 1",
+         "SELECT ('***-**-' || right(ssn, least(4, length(ssn) / 2))) AS \"ssn\" FROM patients WHERE id = 1"},
+        {"SELECT  ssn  FROM patients WHERE id = 22 -- x",
+         "SELECT  ('***-**-' || right(ssn, least(4, length(ssn) / 2))) AS \"ssn\"  FROM patients WHERE id = 22 -- x"},
+        {"SELECT ssn, 'it''s' FROM patients WHERE id = 3",
+         "SELECT ('***-**-' || right(ssn, least(4, length(ssn) / 2))) AS \"ssn\", 'it''s' FROM patients WHERE id = 3"},
+        {"SELECT ssn, 'x' FROM patients WHERE id = 4",
+         "SELECT ('***-**-' || right(ssn, least(4, length(ssn) / 2))) AS \"ssn\", 'x' FROM patients WHERE id = 4"},
+        {"SELECT format('%s', p) FROM patients p WHERE id = 1",
+         "SELECT (CASE WHEN (format('%s', p)) IS NULL THEN NULL ELSE '[REDACTED]' END) AS \"format\" FROM patients p "
+         "WHERE id = 1"},
+        {"SELECT format('%I', p) FROM patients p WHERE id = 1",
+         "SELECT (CASE WHEN (format('%I', p)) IS NULL THEN NULL ELSE '[REDACTED]' END) AS \"format\" FROM patients p "
+         "WHERE id = 1"},
+        {"SELECT first_name FROM patients LIMIT 5", NULL},
+        {"SELECT first_name FROM patients LIMIT 500", NULL},
+    };
+    for (size_t i = 0; i < sizeof rw / sizeof rw[0]; i++) {
+        sqlp_decision *d = decide(eng, agent, rw[i].sql, strlen(rw[i].sql));
+        if (rw[i].up)
+            CHECK(d->verdict == SQLP_REWRITE && d->upstream_sql && strcmp(d->upstream_sql, rw[i].up) == 0,
+                  "shape rebuild of %s: %s", rw[i].sql, d->upstream_sql ? d->upstream_sql : "-");
+        else
+            CHECK(d->verdict == (strstr(rw[i].sql, "500") ? SQLP_HOLD : SQLP_REWRITE),
+                  "LIMIT decides by its value: %s %s", rw[i].sql, sqlp_verdict_name(d->verdict));
+        sqlp_decision_free(d);
+    }
     /* another role never gets this role's decision */
     sqlp_decision *a = decide(eng, agent, "SELECT ssn FROM patients WHERE id = 1", 37);
     sqlp_decision *b = decide(eng, role_by_name("unmasked"), "SELECT ssn FROM patients WHERE id = 1", 37);
