@@ -164,18 +164,24 @@ static void reaper_cb(evutil_socket_t fd, short what, void *arg)
     while (srv->dead) {
         pg_session *s = srv->dead;
         srv->dead = s->next_dead;
+        s->on_dead_list = false;
         /* Durable-callbacks still to come point at it: freed when the last one runs. */
         if (s->audit_pending == 0)
             session_free(s);
     }
 }
 
-void pg_session_requeue_free(pg_session *s)
+static void queue_dead(pg_session *s)
 {
+    if (s->on_dead_list)
+        return;
+    s->on_dead_list = true;
     s->next_dead = s->server->dead;
     s->server->dead = s;
     event_active(s->server->reaper, EV_TIMEOUT, 0);
 }
+
+void pg_session_requeue_free(pg_session *s) { queue_dead(s); }
 
 void pg_session_close(pg_session *s, const char *why)
 {
@@ -190,9 +196,7 @@ void pg_session_close(pg_session *s, const char *why)
         conn_read_disable(s->upstream);
     if (s->timer)
         event_del(s->timer);
-    s->next_dead = s->server->dead;
-    s->server->dead = s;
-    event_active(s->server->reaper, EV_TIMEOUT, 0);
+    queue_dead(s);
 }
 
 /* Write both directions now: called once per event, after all messages of the

@@ -66,6 +66,7 @@ typedef struct pg_substitution {
 typedef struct pg_session {
     pg_server *server;
     struct pg_session *next_dead;
+    bool on_dead_list;              /* queued for the reaper: never queue twice */
     struct pg_session *cancel_next; /* chain in the cancel-key table */
     struct pg_session *all_next, *all_prev; /* every live session, for shutdown */
     uint64_t id;

@@ -70,9 +70,14 @@ sp_func_kind an_check_function(an_run *r, const char *schema, const char *name)
         an_deny(r, "function.denied", "function %s is denied for this role", name);
         return SPF_UNKNOWN;
     }
-    sp_func_kind k = sp_func_lookup(schema, name);
+    bool my = r->an->dialect == SQLP_DIALECT_MYSQL;
+    sp_func_kind k = my ? sp_func_lookup_mysql(schema, name) : sp_func_lookup(schema, name);
     if (k == SPF_UNKNOWN && listed(role->function_allow, schema, name))
         return SPF_SAFE; /* the administrator vouches for its lineage */
+    if (my && k == SPF_ADMIN) {
+        an_escalate(r, SQLP_CLASS_ADMIN, sp_printf(r->a, "%s() %s", name, sp_func_why_mysql(name)));
+        return k;
+    }
     switch (k) {
     case SPF_UNKNOWN:
         an_deny(r, "function.unknown",

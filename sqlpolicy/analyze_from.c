@@ -70,6 +70,8 @@ an_rte *an_relation(an_run *r, an_level *lv, const PgQuery__RangeVar *rv, bool r
             rel = sp_cat_find(cat, r->an->path[i], name);
     }
     const char *why = rel ? (rel->blocked ? rel->blocked_why : NULL) : sp_blocked_relation(schema, name);
+    if (!why && r->an->dialect == SQLP_DIALECT_MYSQL)
+        why = sp_mysql_blocked(schema, name);
     if (why)
         an_deny(r, "relation.blocked", "%s%s%s may not be read through phigate: %s", schema ? schema : "",
                 schema ? "." : "", name, why);

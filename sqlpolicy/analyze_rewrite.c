@@ -36,6 +36,17 @@ void an_edit(an_run *r, uint32_t pos, uint32_t del, const char *text)
     an->st->rewritten = true;
 }
 
+const char *an_source(an_run *r, uint32_t start, uint32_t end)
+{
+    const sp_srcmap *m = r->an->srcmap;
+    if (!m)
+        return sp_strndup(r->a, r->an->sql + start, end - start);
+    uint32_t s, e;
+    if (!sp_srcmap_back(m, start, false, &s) || !sp_srcmap_back(m, end, true, &e) || e < s)
+        return NULL;
+    return sp_strndup(r->a, m->orig + s, e - s);
+}
+
 static bool tok_name(const sp_token *t)
 {
     return t->kind == SPT_WORD || t->kind == SPT_QIDENT;
@@ -331,9 +342,9 @@ void an_mask_ref(an_run *r, uint32_t loc, const an_col *c)
         an_deny(r, "engine.rewrite_conflict", "phigate cannot find the column reference it must mask");
         return;
     }
-    const char *orig = sp_strndup(r->a, r->an->sql + loc, end - loc);
+    const char *orig = an_source(r, loc, end); /* the reference as the client wrote it */
     const char *spec = NULL;
-    const char *text = an_mask_text(r, orig, c, &spec);
+    const char *text = orig ? an_mask_text(r, orig, c, &spec) : NULL;
     if (!text) {
         an_deny(r, "engine.rewrite_conflict", "phigate cannot build the mask for a PHI column");
         return;

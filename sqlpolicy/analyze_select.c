@@ -226,6 +226,26 @@ void an_targets(an_run *r, Node *const *targets, size_t n, an_level *lv, an_ctx 
         an_col oc = {0};
         an_expr(r, val, lv, ctx, &oc.lin, depth + 1);
         oc.name = named ? rt->name : an_figure_colname(val);
+        if (!named && r->an->srcmap && rt->location >= 0) {
+            /* MySQL names an unnamed output by its text as written (a column by its
+             * name as written): the name kept after masking must be that one */
+            uint32_t loc = (uint32_t)rt->location, end = an_expr_end(r, loc);
+            if (val && val->node_case == PG_QUERY__NODE__NODE_COLUMN_REF) {
+                const sp_lexed *lx = r->an->lx;
+                int t = sp_tok_at(lx, loc);
+                while (t >= 0 && (uint32_t)t + 1 < lx->ntok && lx->tok[t + 1].end <= end)
+                    t++;
+                if (t >= 0)
+                    loc = lx->tok[t].start;
+            }
+            const char *src = an_source(r, loc, end);
+            if (src) {
+                size_t n = strlen(src);
+                if (n >= 2 && src[0] == '`' && src[n - 1] == '`')
+                    src = sp_strndup(r->a, src + 1, n - 2);
+                oc.name = src;
+            }
+        }
         if ((oc.lin.flags & SP_LIN_IDENT) && oc.lin.n == 1)
             oc.type = oc.lin.src[0]->type_name;
         if (ctx == AN_OUTPUT && !r->an->role->unmasked && !r->no_edits && rt->location >= 0) {
@@ -234,7 +254,11 @@ void an_targets(an_run *r, Node *const *targets, size_t n, an_level *lv, an_ctx 
                 /* PHI we cannot follow column by column: the whole value is redacted */
                 r->an->nedits = mark;
                 uint32_t end = named ? named_end(r, loc, rt->name) : an_expr_end(r, loc);
-                const char *orig = sp_strndup(r->a, r->an->sql + loc, end - loc);
+                const char *orig = an_source(r, loc, end);
+                if (!orig) {
+                    an_deny(r, "engine.rewrite_conflict", "phigate cannot find the output it must redact");
+                    orig = "NULL";
+                }
                 const char *txt = sp_printf(r->a, "(CASE WHEN (%s) IS NULL THEN NULL ELSE '[REDACTED]' END)%s%s",
                                             orig, named ? "" : " AS ", named ? "" : quoted(r, oc.name));
                 an_edit(r, loc, end - loc, txt);

@@ -715,6 +715,59 @@ static void pb_free(void *data, void *p)
     (void)p;
 }
 
+/* Statements mysql.c judged itself replace their placeholders' results. */
+static bool mysql_results(sp_analysis *an, const sp_mysql *my)
+{
+    if (an->nstmts != my->nstmts)
+        return false;
+    for (int i = 0; i < an->nstmts; i++) {
+        const sp_my_stmt *m = &my->stmts[i];
+        sp_stmt_result *r = &an->stmts[i];
+        if (m->native) {
+            if (m->deny_rule && !r->deny_rule) {
+                r->deny_rule = m->deny_rule;
+                r->deny_reason = m->deny_reason;
+            }
+            continue;
+        }
+        r->cls = m->cls;
+        r->escalated = m->escalated;
+        r->escalated_why = m->why;
+        r->deny_rule = m->deny_rule;
+        r->deny_reason = m->deny_reason;
+        r->hold_rule = m->hold_rule;
+        r->hold_reason = m->hold_reason;
+        r->touches_phi = m->touches_phi;
+        r->rewritten = false;
+        r->ncols = 0;
+        r->cols = NULL;
+        r->literal_sensitive = true;
+    }
+    return true;
+}
+
+/* Edits are offsets in the translation; each starts or ends on a translated
+ * token, whose client bytes the map gives. */
+static bool mysql_edits_back(sp_analysis *an, const sp_mysql *my)
+{
+    for (int i = 0; i < an->nedits; i++) {
+        sp_edit *e = &an->edits[i];
+        uint32_t s, t;
+        if (e->del == 0) {
+            if (!sp_srcmap_back(&my->map, e->pos, true, &s))
+                return false;
+            e->pos = s;
+            continue;
+        }
+        if (!sp_srcmap_back(&my->map, e->pos, false, &s) || !sp_srcmap_back(&my->map, e->pos + e->del, true, &t) ||
+            t < s)
+            return false;
+        e->pos = s;
+        e->del = t - s;
+    }
+    return true;
+}
+
 sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char *sql, size_t len)
 {
     if (!eng || !ctx || !ctx->role || (!sql && len))
@@ -751,9 +804,27 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
     const char *deny_rule = NULL, *deny_reason = NULL;
 
     char *text = sp_strndup(a, sql, len);
+    /* MySQL is analysed as its PostgreSQL translation (mysql.c); edits are
+     * mapped back onto the client's text before they are applied */
+    bool mysql = ctx->dialect == SQLP_DIALECT_MYSQL;
+    sp_mysql my;
+    const char *ptext = text;
+    size_t plen = len;
+    if (mysql) {
+        const char *why = NULL;
+        if (!sp_mysql_prepare(sc, eng->cat, text, len, ctx->database, &my, &why)) {
+            deny_rule = "parse.error";
+            deny_reason = sp_printf(a, "the statement cannot be read safely: %s", why ? why : "lexical error");
+        } else {
+            ptext = my.pg;
+            plen = my.pglen;
+        }
+    }
     sp_lexed lx;
-    sp_lex(sc, text, len, &lx);
-    if (!lx.ok) {
+    sp_lex(sc, ptext, plen, &lx);
+    if (deny_rule) {
+        /* keeps the MySQL lexer's reason */
+    } else if (!lx.ok) {
         deny_rule = "parse.error";
         deny_reason = "the statement does not parse (unterminated quoted string, identifier or comment)";
     } else if (lx.depth_estimate > SQLP_MAX_TREE_DEPTH) {
@@ -762,7 +833,7 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
     }
     const char *shape = NULL;
     size_t shapelen = 0;
-    if (!deny_rule && len <= SP_CACHE_MAX_TEXT && eng->cache) {
+    if (!deny_rule && !mysql && len <= SP_CACHE_MAX_TEXT && eng->cache) {
         shape = shape_key(sc, text, &lx, &shapelen);
         sqlp_decision *hit = sp_cache_get(eng->cache, ctx->role, (int)ctx->dialect, path, shape, shapelen, true);
         if (hit) {
@@ -779,7 +850,7 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
     if (!deny_rule) {
         char msg[300];
         msg[0] = 0;
-        PgQueryProtobufParseResult pr = pg_query_parse_protobuf(text);
+        PgQueryProtobufParseResult pr = pg_query_parse_protobuf(ptext);
         if (pr.error)
             snprintf(msg, sizeof msg, "the statement does not parse: %s",
                      pr.error->message ? pr.error->message : "syntax error");
@@ -803,11 +874,16 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
         an.profile = sp_cat_profile(eng->cat, ctx->role->masking_profile);
         an.dialect = ctx->dialect;
         an.session = ctx->session;
-        an.sql = text;
-        an.len = len;
+        an.sql = ptext;
+        an.len = plen;
         an.lx = &lx;
+        an.srcmap = mysql ? &my.map : NULL;
         set_path(&an, *path ? path : NULL);
         sp_analyse(&an, tree);
+        if (mysql && !mysql_results(&an, &my)) {
+            deny_rule = "parse.error";
+            deny_reason = "the statement's MySQL translation does not parse as the same statements";
+        }
     }
     bool cacheable = len <= SP_CACHE_MAX_TEXT;
     if (deny_rule) {
@@ -833,7 +909,7 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
             if (st->touches_phi)
                 d->touches_phi = true;
             if (st->verdict == SQLP_HOLD)
-                st->fingerprint = sqlp_fingerprint(text + r->loc, r->len);
+                st->fingerprint = sqlp_fingerprint(ptext + r->loc, r->len);
             if (st->fingerprint) { /* malloc'd by sqlp_fingerprint: move it into the arena */
                 char *f = sp_strdup(a, st->fingerprint);
                 free(st->fingerprint);
@@ -859,7 +935,13 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
         for (int i = 0; i < an.nstmts; i++)
             if (an.stmts[i].literal_sensitive || an.stmts[i].uncacheable)
                 plan_ok = false; /* a literal's value decided something */
-        if (d->verdict != SQLP_DENY && an.nedits > 0) {
+        if (mysql && an.nedits > 0 && !mysql_edits_back(&an, &my))
+            an.nedits = -1; /* an edit that does not sit on the client's tokens: refuse below */
+        if (d->verdict != SQLP_DENY && an.nedits < 0) {
+            d->verdict = SQLP_DENY;
+            d->rule = sp_strdup(a, "engine.rewrite_conflict");
+            d->reason = sp_strdup(a, "phigate cannot rewrite this statement safely");
+        } else if (d->verdict != SQLP_DENY && an.nedits > 0) {
             size_t olen = 0;
             char *out = apply_edits(a, text, len, an.edits, an.nedits, &olen);
             /* apply_edits sorted them: the plan replays them in order */

@@ -184,3 +184,29 @@ bool sp_func_returns_record(const char *name)
             return true;
     return false;
 }
+
+/* ---- MySQL / MariaDB ------------------------------------------------------- */
+
+static const builtin_fn mysql_builtins[] = {
+#include "sqlpolicy/funcs_mysql.inc"
+};
+
+sp_func_kind sp_func_lookup_mysql(const char *schema, const char *name)
+{
+    if (!name || schema) /* db.func() is a stored function: unknown lineage */
+        return SPF_UNKNOWN;
+    const builtin_fn *b = bsearch(name, mysql_builtins, SP_ARRAY_LEN(mysql_builtins), sizeof mysql_builtins[0],
+                                  cmp_builtin);
+    if (!b)
+        return SPF_UNKNOWN;
+    if (strchr(b->kinds, 'A'))
+        return SPF_ADMIN;
+    return strchr(b->kinds, 'a') ? SPF_AGGREGATE : SPF_SAFE;
+}
+
+const char *sp_func_why_mysql(const char *name)
+{
+    if (name && strcmp(name, "load_file") == 0)
+        return "reads a server file";
+    return "controls replication";
+}

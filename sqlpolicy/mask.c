@@ -215,7 +215,8 @@ static bool type_is_date(const char *t)
 
 static bool type_is_timestamp(const char *t)
 {
-    return t && strncmp(t, "timestamp", 9) == 0;
+    /* MySQL's catalog says datetime where PostgreSQL says timestamp */
+    return t && (strncmp(t, "timestamp", 9) == 0 || strcmp(t, "datetime") == 0);
 }
 
 static bool type_is_number(const char *t)

@@ -195,6 +195,9 @@ const char *an_str(const Node *n); /* String node value, else NULL */
 /* ---- rewriting (analyze_rewrite.c) ------------------------------------------ */
 
 void an_edit(an_run *r, uint32_t pos, uint32_t del, const char *text);
+/* The client's text of the analysed span [start, end): itself, or for MySQL
+ * the bytes the translation came from.  NULL when it cannot be mapped. */
+const char *an_source(an_run *r, uint32_t start, uint32_t end);
 /* End offset of the column reference / expression that starts at byte loc. */
 uint32_t an_colref_end(an_run *r, uint32_t loc);
 uint32_t an_expr_end(an_run *r, uint32_t loc);

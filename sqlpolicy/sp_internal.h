@@ -231,6 +231,8 @@ typedef enum {
 } sp_func_kind;
 
 sp_func_kind sp_func_lookup(const char *schema, const char *name);
+sp_func_kind sp_func_lookup_mysql(const char *schema, const char *name); /* MariaDB built-ins */
+const char *sp_func_why_mysql(const char *name);
 const char *sp_func_why(const char *name); /* short reason for ADMIN / SQL_TEXT names */
 /* Output column names of well-known set-returning functions, NULL when unknown
  * (a scalar function's single column is named by the caller). */
@@ -305,6 +307,44 @@ typedef struct sp_span {
     uint32_t start, end;
 } sp_span;
 
+/* MySQL text is analysed as a PostgreSQL translation (mysql.c); this maps
+ * the translation's tokens back to the client's bytes, for the rewrite. */
+typedef struct sp_srcmap {
+    const char *orig;           /* the client's text */
+    uint32_t n;                 /* tokens of the translation, in order */
+    uint32_t *pg_s, *pg_e;      /* token span in the translation */
+    uint32_t *my_s, *my_e;      /* ... and in the client's text */
+} sp_srcmap;
+/* Client offset of a translation offset that starts (end = false) or ends a token. */
+bool sp_srcmap_back(const sp_srcmap *m, uint32_t pos, bool end, uint32_t *out);
+
+/* One statement of a MySQL string, as mysql.c classified it. */
+typedef struct sp_my_stmt {
+    bool native;                /* parsed and analysed as its PostgreSQL translation */
+    bool explain;               /* EXPLAIN / DESCRIBE of a statement: no rows, no edits */
+    sqlp_class cls;             /* not native: the class */
+    unsigned escalated;
+    const char *why;            /* what needed the escalation */
+    const char *deny_rule, *deny_reason;
+    const char *hold_rule, *hold_reason;
+    bool touches_phi;
+} sp_my_stmt;
+
+typedef struct sp_mysql {
+    char *pg;                   /* the translation: native statements, "SELECT NULL" for the rest */
+    size_t pglen;
+    sp_srcmap map;
+    sp_my_stmt *stmts;
+    int nstmts;
+} sp_mysql;
+
+/* Split and translate a MySQL string.  False with *why when it cannot be
+ * read safely (executable comments, unterminated quotes ...). */
+bool sp_mysql_prepare(sp_arena *a, const sqlp_catalog *cat, const char *text, size_t len, const char *database,
+                      sp_mysql *out, const char **why);
+/* A relation MySQL users must not read (other sessions' statements, password hashes). */
+const char *sp_mysql_blocked(const char *schema, const char *name);
+
 /* The analysis of one query string (every statement in it). */
 typedef struct sp_analysis {
     sp_arena *a;
@@ -317,6 +357,7 @@ typedef struct sp_analysis {
     const char *sql;
     size_t len;
     const sp_lexed *lx;
+    const sp_srcmap *srcmap;    /* MySQL: sql is a translation of srcmap->orig */
     const char **path;          /* search path */
     int npath;
     sp_stmt_result *st;         /* current statement */

@@ -4,7 +4,8 @@ PHI table) waits while a human decides it with `phigatectl approvals` against ph
 approve -> the agent gets masked rows; deny -> an error with the approver's reason; timeout -> an
 error naming the request, and a retry after approval passes; self-approval is refused; Redis killed
 mid-wait -> a clear error, other statements keep working, and after Redis is back held statements
-can be approved again; two phigates sharing Redis; CancelRequest during the wait withdraws it.
+can be approved again; two phigates sharing Redis; CancelRequest during the wait withdraws it;
+an approval's row cap and a ttl grant.  The web console in a browser: test_approvals_console.py.
 
 Every run uses its own Redis key prefix, so requests and grants left by another run (or another
 engineer's run on the same stack) never meet these tests.
@@ -48,9 +49,9 @@ def approvals_config(stack, redis_secret_file, approver_verifier, self_approver_
     """approvals_config(**kw) -> overrides for a phigate on this run's Redis key prefix."""
     def make(**kw):
         kw.setdefault("wait_ms", WAIT_MS)
+        kw.setdefault("key_prefix", KEY_PREFIX)
         return approvals_overrides(stack, redis_secret_file,
-                                   {APPROVER: approver_verifier, AGENT: self_approver_verifier},
-                                   key_prefix=KEY_PREFIX, **kw)
+                                   {APPROVER: approver_verifier, AGENT: self_approver_verifier}, **kw)
     return make
 
 
@@ -233,7 +234,8 @@ def test_deny_needs_a_reason(agw, binaries):
     agent.start()
     req = wait_for_request(binaries, agw, sql, agent=agent)
     r = approvals_ctl(binaries, agw, "deny", req["id"])
-    assert r.returncode == 2 or r.returncode == 1, r.stdout + r.stderr
+    assert r.returncode in (1, 2), r.stdout + r.stderr
+    assert "reason" in r.stdout + r.stderr, r.stdout + r.stderr
     assert show(binaries, agw, req["id"])["status"] == "pending"
     r = approvals_ctl(binaries, agw, "deny", req["id"], "--reason", "cleanup")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -295,22 +297,32 @@ def test_row_cap_of_an_approval_limits_the_rows(agw, binaries):
 
 def test_ttl_grant_serves_retries_until_it_expires(start_gateway, approvals_config, binaries, raw_patients):
     """grant: ttl -- one approval runs the statement any number of times while it is valid."""
-    gw = start_gateway(approvals_config(wait_ms=1500, grant="ttl"))
+    # A queue of its own: the grant is bound to identity + fingerprint, and the other tests' statements
+    # differ from this one only in a column alias, which the fingerprint does not see.
+    gw = start_gateway(approvals_config(wait_ms=1500, grant="ttl", key_prefix=KEY_PREFIX + "ttl:"))
     sql = "SELECT first_name AS fn_ttl, ssn FROM patients"
     first = Agent(gw, sql)
     first.start()
     first.outcome(timeout=20)
     assert first.error is not None and first.error.sqlstate == "57014", first.describe()
     req = wait_for_request(binaries, gw, sql)
-    r = approvals_ctl(binaries, gw, "approve", req["id"], "--reason", "for the next minute", "--ttl", "60")
+    r = approvals_ctl(binaries, gw, "approve", req["id"], "--reason", "for three seconds", "--ttl", "3")
+    approved_at = time.monotonic()
     assert r.returncode == 0, r.stdout + r.stderr
-    for _ in range(3):
+    for _ in range(2):
         again = Agent(gw, sql)
         again.start()
         again.outcome(timeout=20)
         assert again.error is None, again.describe()
         assert again.elapsed < 1.4, "a ttl grant should serve the retry at once"
         assert_masked(again.rows, raw_patients)
+    assert time.monotonic() - approved_at < 2.5, "too slow to check the grant while it is valid"
+    time.sleep(max(0.0, approved_at + 3.5 - time.monotonic()))
+    expired = Agent(gw, sql)
+    expired.start()
+    expired.outcome(timeout=20)
+    assert expired.error is not None and expired.error.sqlstate == "57014", \
+        f"the grant expired, the statement should be held again: {expired.describe()}"
 
 
 def test_self_approval_is_refused(agw, binaries, raw_patients):

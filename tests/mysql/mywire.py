@@ -295,7 +295,8 @@ class MyClient:
         self.command(COM_QUERY, sql.encode() if isinstance(sql, str) else sql)
         return self.read_results()
 
-    def read_results(self):
+    def read_results(self, binary=False):
+        """binary: rows of COM_STMT_EXECUTE are returned as raw payloads."""
         deprecate = bool(self.caps & DEPRECATE_EOF)
         results = []
         while True:
@@ -323,6 +324,9 @@ class MyClient:
                 if p[0] == 0xFE and (len(p) < MAX_PACKET if deprecate else len(p) < 9):
                     status = parse_ok(p)["status"] if deprecate else struct.unpack_from("<HH", p, 1)[1]
                     break
+                if binary:
+                    rows.append(p)
+                    continue
                 row, i = [], 0
                 for _ in range(ncols):
                     v, i = read_lenenc_str(p, i)

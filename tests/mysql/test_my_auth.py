@@ -199,3 +199,21 @@ def test_pymysql_rejects_wrong_password(gateway, my_via):
     with pytest.raises(pymysql.err.OperationalError) as e:
         my_via(gateway, password="not-it")
     assert e.value.args[0] == 1045
+
+
+def test_upstream_tls_required_but_not_offered(start_gateway, stack):
+    """The stack's MariaDB has no TLS: tls: require must refuse rather than send
+    phigate's credentials in the clear (prefer falls back to plain)."""
+    have = stack.root_sql("select @@have_ssl").strip()
+    if have == "YES":
+        pytest.skip("this MariaDB offers TLS")
+    gw = start_gateway({"upstreams": {"bench": {"tls": "require"}, "clinic": {"tls": "prefer"}},
+                        "phigate": {"log_level": "info"}})
+    c = MyClient(gw.host, gw.port)
+    with pytest.raises(MyError) as e:
+        c.login(AGENT, AGENT_PASSWORD, db="bench")
+    assert e.value.code == 1105
+    c = MyClient(gw.host, gw.port)
+    c.login(AGENT, AGENT_PASSWORD, db="clinic")
+    assert c.query("select 1")[0]["rows"] == [(b"1",)]
+    c.close()

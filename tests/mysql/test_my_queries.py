@@ -267,3 +267,35 @@ def test_statement_rate_limit(start_gateway):
             codes.append(e.code)
     assert 1226 in codes and codes[0] == 0
     c.close()
+
+
+def test_send_long_data_and_binary_execute_raw(gateway):
+    """COM_STMT_SEND_LONG_DATA (no response) in two pieces, then EXECUTE with the
+    parameter left out of the packet, binary row back."""
+    c = MyClient(gateway.host, gateway.port)
+    c.login(AGENT, AGENT_PASSWORD, db="clinic")
+    stmt_id, ncols, nparams = c.prepare("select length(?) as n")
+    assert (ncols, nparams) == (1, 1)
+    for piece in (b"a" * 60000, b"b" * 70000):
+        c.command(0x18, struct.pack("<IH", stmt_id, 0) + piece)  # no answer comes
+    # null bitmap 0, new params bound, type BLOB; the value itself came as long data
+    c.command(COM_STMT_EXECUTE, struct.pack("<IBI", stmt_id, 0, 1) + b"\x00\x01\xfc\x00")
+    res = c.read_results(binary=True)
+    row = res[0]["rows"][0]
+    assert row[0] == 0 and int.from_bytes(row[2:], "little") == 130000  # INT or BIGINT
+    c.command(0x19, struct.pack("<I", stmt_id))  # COM_STMT_CLOSE: no answer either
+    assert c.query("select 5")[0]["rows"] == [(b"5",)]
+    c.close()
+
+
+def test_set_option_multi_statements(gateway):
+    """COM_SET_OPTION turns multi-statements on and off (answered with an EOF)."""
+    c = MyClient(gateway.host, gateway.port)
+    c.login(AGENT, AGENT_PASSWORD, db="clinic")
+    assert c.simple(0x1B, b"\x00\x00")[0] == 0xFE  # MYSQL_OPTION_MULTI_STATEMENTS_ON
+    res = c.query("select 1; select 2")
+    assert [r["rows"] for r in res] == [[(b"1",)], [(b"2",)]]
+    assert c.simple(0x1B, b"\x01\x00")[0] == 0xFE  # ..._OFF
+    with pytest.raises(MyError):
+        c.query("select 1; select 2")
+    c.close()

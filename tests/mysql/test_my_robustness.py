@@ -214,10 +214,13 @@ def test_many_concurrent_sessions(gateway):
 
 
 def test_upstream_killed_mid_session(gateway, stack):
+    ids = "select id from information_schema.processlist where user = 'phigate_app'"
+    before = set(stack.root_sql(ids).split())
     c = MyClient(gateway.host, gateway.port)
     c.login(AGENT, AGENT_PASSWORD, db="clinic")
-    upstream_id = int(c.query("select connection_id()")[0]["rows"][0][0])
-    stack.root_sql(f"kill {upstream_id}")
+    mine = set(stack.root_sql(ids).split()) - before  # the upstream session phigate opened for us
+    assert len(mine) == 1, mine
+    stack.root_sql(f"kill {mine.pop()}")
     with pytest.raises((MyError, Closed, OSError)):
         c.query("select 1")
         c.query("select 1")

@@ -5,6 +5,7 @@
 #     (needs build/libsqlpolicy.a: make build/libsqlpolicy.a)
 #   - runs every tests/pgtap/*.sql with pg_prove
 #   - then tests/pgtap/run_rewrites.sh: every rewrite of the unit cases runs
+#     (and run_rewrites_mysql.sh on the stack's MariaDB for the MySQL cases)
 #
 #   eval "$(PHIGATE_PORT_BASE=58400 scripts/stack.sh env)" && tests/pgtap/run.sh
 set -euo pipefail
@@ -21,4 +22,5 @@ PGPASSWORD= pg_prove -h "$STACK_PG_SOCKDIR" -p "$STACK_PG_PORT" -U "${STACK_PG_A
   -d "${STACK_PG_DB:-clinic}" tests/pgtap/*.sql
 if [[ -x $BUILD/tests/test_sqlpolicy ]]; then
   tests/pgtap/run_rewrites.sh
+  if [[ -n ${STACK_MY_SOCKET:-} ]]; then tests/pgtap/run_rewrites_mysql.sh; fi
 fi

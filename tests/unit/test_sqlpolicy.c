@@ -11,6 +11,7 @@
  *   # comment
  *   role tester                 switch role (agent, tester, eq, unmasked, holder)
  *   session                     a fresh SQL session (PREPARE / DECLARE state)
+ *   dialect mysql               the rest of the file is MySQL (the MySQL clinic catalog)
  *   sql SELECT ...              the statement ("+ ..." lines continue the line before)
  *   verdict rewrite             allow | rewrite | hold | deny
  *   rule phi.masked             the decision's rule (optional)
@@ -26,7 +27,7 @@
  *
  * Usage: test_sqlpolicy [-v] [-d out] [dir]   run every NAME.cases file
  *        (-d: also write each rewritten upstream_sql to out/, one file per case)
- *        test_sqlpolicy -e 'SQL' [role] print one decision (a debugging aid)
+ *        test_sqlpolicy -e 'SQL' [role [mysql]]   print one decision (a debugging aid)
  * The last line is "N passed, N failed"; the exit status is 1 on a failure.
  */
 #include <dirent.h>
@@ -103,6 +104,45 @@ static bool load_catalog(sqlp_catalog *cat, const char *path)
 }
 
 static const char *data_dir = "tests/unit/sqlpolicy";
+
+/* The MySQL engine: the clinic fixture as MariaDB's information_schema shows
+ * it (schema = database "clinic"), and the rules with the clinic catalog aimed
+ * there, as tests/mysql/myharness.py does. */
+static sqlp_engine *build_mysql_engine(void)
+{
+    char path[512], err[512], dir[] = "/tmp/sqlp_myrulesXXXXXX";
+    if (!mkdtemp(dir))
+        return NULL;
+    static const char *const files[] = {"safe_harbor.yaml", "clinic.yaml"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "masking-rules/%s", files[i]);
+        FILE *in = fopen(path, "r");
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        FILE *out = fopen(path, "w");
+        char line[1024];
+        while (in && out && fgets(line, sizeof line, in))
+            fputs(strcmp(line, "schema: public\n") == 0 ? "schema: clinic\n" : line, out);
+        if (in)
+            fclose(in);
+        if (out)
+            fclose(out);
+    }
+    sqlp_catalog *cat = sqlp_catalog_new();
+    snprintf(path, sizeof path, "%s/clinic_mysql_catalog.tsv", data_dir);
+    bool ok = cat && load_catalog(cat, path) && sqlp_catalog_load_rules(cat, dir, err, sizeof err);
+    if (!ok)
+        fprintf(stderr, "mysql engine: %s\n", err);
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+    if (!ok) {
+        sqlp_catalog_free(cat);
+        return NULL;
+    }
+    return sqlp_engine_new(cat);
+}
 
 static sqlp_engine *build_engine(void)
 {
@@ -268,9 +308,24 @@ static bool check_line(const tcase *c, const sqlp_decision *d, const char *l, ch
 #undef KEY
 }
 
+static bool mysql_mode; /* "dialect mysql" in a .cases file */
+static sqlp_engine *mysql_engine;
+
 static void run_case(sqlp_engine *eng, const sqlp_role *role, sqlp_session *sess, tcase *c)
 {
     sqlp_context ctx = {.identity = "test", .role = role, .database = "clinic", .session = sess};
+    if (mysql_mode) {
+        ctx.dialect = SQLP_DIALECT_MYSQL;
+        ctx.search_path = "\"clinic\"";
+        if (!mysql_engine)
+            mysql_engine = build_mysql_engine();
+        eng = mysql_engine;
+        if (!eng) {
+            failed++;
+            printf("FAIL %s:%d: no MySQL engine\n", c->file, c->line);
+            return;
+        }
+    }
     sqlp_decision *d = sqlp_decide(eng, &ctx, c->sql, c->sqllen);
     bool ok = true;
     char why[4096];
@@ -284,7 +339,8 @@ static void run_case(sqlp_engine *eng, const sqlp_role *role, sqlp_session *sess
     if (dump_dir && d->upstream_sql && (d->verdict == SQLP_REWRITE || d->verdict == SQLP_HOLD) &&
         (d->upstream_len != c->sqllen || memcmp(d->upstream_sql, c->sql, c->sqllen) != 0)) {
         char path[1024];
-        snprintf(path, sizeof path, "%s/%04d_%.200s_%d.sql", dump_dir, ++dumped, c->file, c->line);
+        snprintf(path, sizeof path, "%s/%s%04d_%.200s_%d.sql", dump_dir, mysql_mode ? "mysql_" : "", ++dumped,
+                 c->file, c->line);
         FILE *f = fopen(path, "w");
         if (f) {
             fprintf(f, "%s\n", d->upstream_sql);
@@ -359,6 +415,8 @@ static void run_file(sqlp_engine *eng, const char *path)
             }
         } else if (strcmp(line, "session") == 0) {
             sqlp_session_reset(sess);
+        } else if (strncmp(line, "dialect ", 8) == 0) {
+            mysql_mode = strcmp(line + 8, "mysql") == 0;
         } else if (strncmp(line, "sql ", 4) == 0) {
             free(c.sql);
             c.sql = strdup(line + 4);
@@ -386,6 +444,7 @@ static void run_file(sqlp_engine *eng, const char *path)
     free(line);
     sqlp_session_free(sess);
     fclose(f);
+    mysql_mode = false; /* a dialect lasts one file */
 }
 
 /* ---- checks that do not fit a table ------------------------------------------- */
@@ -726,6 +785,12 @@ int main(int argc, char **argv)
             return 2;
         const sqlp_role *role = role_by_name(ai + 2 < argc ? argv[ai + 2] : "agent");
         sqlp_context ctx = {.identity = "cli", .role = role ? role : &roles[0], .database = "clinic"};
+        if (ai + 3 < argc && strcmp(argv[ai + 3], "mysql") == 0) {
+            sqlp_engine_unref(eng);
+            eng = build_mysql_engine();
+            ctx.dialect = SQLP_DIALECT_MYSQL;
+            ctx.search_path = "\"clinic\"";
+        }
         sqlp_decision *d = sqlp_decide(eng, &ctx, argv[ai + 1], strlen(argv[ai + 1]));
         print_decision(d);
         sqlp_decision_free(d);
@@ -767,6 +832,7 @@ int main(int argc, char **argv)
         failed++;
     }
     sqlp_engine_unref(eng);
+    sqlp_engine_unref(mysql_engine);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
