@@ -133,6 +133,7 @@ static const field_spec upstream_fields[] = {
     FIELD(cfg_upstream, "host", F_STRING, host, NULL, true, 0, 0, NULL),
     FIELD(cfg_upstream, "port", F_INT, port, "5432", false, 1, 65535, NULL),
     FIELD(cfg_upstream, "database", F_STRING, database, NULL, false, 0, 0, NULL),
+    FIELD(cfg_upstream, "client_database", F_STRING, client_database, NULL, false, 0, 0, NULL),
     FIELD(cfg_upstream, "user", F_STRING, user, NULL, true, 0, 0, NULL),
     FIELD(cfg_upstream, "password_file", F_STRING, password_file, NULL, false, 0, 0, NULL),
     FIELD(cfg_upstream, "password_env", F_STRING, password_env, NULL, false, 0, 0, NULL),
@@ -383,6 +384,8 @@ static void load_upstream(cfg_ctx *c, cfg_upstream *u, const char *name, const y
     apply_mapping(c, map, upstream_fields, NFIELDS(upstream_fields), u, section);
     if (!u->database)
         u->database = strdup(name);
+    if (!u->client_database)
+        u->client_database = strdup(name);
     if (u->protocol && strcmp(u->protocol, protocol_names[0]) && strcmp(u->protocol, protocol_names[1]))
         cfg_error(c->err, map, "%s.protocol must be postgres or mysql", section);
     if (u->password_file && u->password_env)
@@ -640,6 +643,14 @@ static void check_references(cfg_ctx *c, config *cfg, const yaml_node_t *root)
         cfg_error(c->err, map_get(c, root, "tls"), "tls.require is true but no cert_file/key_file is given");
     if (cfg->nupstreams == 0)
         cfg_error(c->err, root, "no upstreams configured");
+    for (size_t i = 0; i < cfg->nupstreams; i++)
+        for (size_t j = i + 1; j < cfg->nupstreams; j++)
+            if (!strcmp(cfg->upstreams[i].protocol, cfg->upstreams[j].protocol) &&
+                !strcmp(cfg->upstreams[i].client_database, cfg->upstreams[j].client_database))
+                cfg_error(c->err, map_get(c, root, "upstreams"),
+                          "upstreams %s and %s both serve %s database \"%s\" (client_database)",
+                          cfg->upstreams[i].name, cfg->upstreams[j].name, cfg->upstreams[i].protocol,
+                          cfg->upstreams[i].client_database);
 }
 
 static void load_root(cfg_ctx *c, config *cfg, yaml_node_t *root)
@@ -755,7 +766,7 @@ void config_free(config *cfg)
         return;
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         cfg_upstream *u = &cfg->upstreams[i];
-        free(u->name), free(u->protocol), free(u->host), free(u->database), free(u->user);
+        free(u->name), free(u->protocol), free(u->host), free(u->database), free(u->user), free(u->client_database);
         free(u->password_file), free(u->password_env), free(u->tls_ca_file);
         free_secret(u->password);
     }
@@ -784,6 +795,14 @@ void config_free(config *cfg)
     free(cfg->pg_address), free(cfg->my_address), free(cfg->tls_cert_file), free(cfg->tls_key_file);
     free(cfg->audit_dir), free(cfg->audit_key_file);
     free(cfg);
+}
+
+const cfg_upstream *config_find_upstream_for(const config *cfg, const char *protocol, const char *db)
+{
+    for (size_t i = 0; i < cfg->nupstreams; i++)
+        if (strcmp(cfg->upstreams[i].protocol, protocol) == 0 && strcmp(cfg->upstreams[i].client_database, db) == 0)
+            return &cfg->upstreams[i];
+    return NULL;
 }
 
 const cfg_upstream *config_find_upstream(const config *cfg, const char *name)

@@ -25,7 +25,8 @@ typedef enum {
 } upstream_tls_mode;
 
 typedef struct cfg_upstream {
-    char *name;     /* the database name clients ask for */
+    char *name;     /* the key under upstreams: (roles name upstreams by it) */
+    char *client_database; /* the database name clients ask for (default: the key) */
     char *protocol; /* "postgres" or "mysql" */
     char *host;
     int port;
@@ -141,6 +142,9 @@ config *config_load(const char *path, char *errors, size_t errlen);
 void config_free(config *cfg);
 
 const cfg_upstream *config_find_upstream(const config *cfg, const char *name);
+/* The upstream of a protocol that clients reach under database name db: the same
+ * name can be a PostgreSQL upstream for pgfront and a MySQL one for myfront. */
+const cfg_upstream *config_find_upstream_for(const config *cfg, const char *protocol, const char *db);
 const cfg_identity *config_find_identity(const config *cfg, const char *name);
 const cfg_approver *config_find_approver(const config *cfg, const char *name);
 bool config_role_allows_upstream(const cfg_role *role, const char *upstream);

@@ -72,7 +72,7 @@ const cfg_upstream *my_upstream_for(my_session *s, const char *database, uint16_
                  s->client_host);
         return NULL;
     }
-    const cfg_upstream *up = config_find_upstream(cfg, database);
+    const cfg_upstream *up = config_find_upstream_for(cfg, "mysql", database);
     if (!up || strcmp(up->protocol, "mysql") != 0) {
         *code = MY_ER_BAD_DB;
         snprintf(why, whylen, "Unknown database '%.64s' (phigate serves the MySQL databases named under upstreams:)",

@@ -331,7 +331,7 @@ static int find_upstream_index(const config *cfg, const cfg_upstream *up)
 void pg_upstream_start(pg_session *s)
 {
     const config *cfg = pg_server_config(s->server);
-    s->up = config_find_upstream(cfg, s->database);
+    s->up = config_find_upstream_for(cfg, "postgres", s->database);
     if (!s->up || strcmp(s->up->protocol, "postgres") != 0) {
         char msg[160];
         snprintf(msg, sizeof msg, "database \"%.64s\" does not exist", s->database);

@@ -18,6 +18,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 BUILD=${PHIGATE_BUILD:-build}
 export PHIGATE_PORT_BASE=${PHIGATE_PORT_BASE:-55000}
 PG_LISTEN=$((PHIGATE_PORT_BASE + 1432))
+MY_LISTEN=$((PG_LISTEN - 126))
 DEMO=$REPO/.run/demo
 ENVFILE=$REPO/.run/demo.env
 
@@ -57,6 +58,9 @@ write_env() {
 # phigate demo settings: source this file. Agent connection through phigate:
 export PGHOST=127.0.0.1 PGPORT=$PG_LISTEN PGUSER=demo_agent PGPASSWORD=$pw PGDATABASE=clinic PGSSLMODE=require
 export PHIGATE_PG_URI='postgresql://demo_agent:$pw@127.0.0.1:$PG_LISTEN/clinic?sslmode=require'
+# The same agent through phigate's MySQL front:
+export MYSQL_HOST=127.0.0.1 MYSQL_TCP_PORT=$MY_LISTEN MYSQL_USER=demo_agent MYSQL_PWD=$pw MYSQL_DATABASE=clinic
+export PHIGATE_MYSQL_URI='mysql://demo_agent:$pw@127.0.0.1:$MY_LISTEN/clinic'
 # The upstream PostgreSQL directly (what phigate holds; agents never get this):
 export UPSTREAM_PGHOST=$STACK_PG_HOST UPSTREAM_PGPORT=$STACK_PG_PORT UPSTREAM_PGUSER=$STACK_PG_USER UPSTREAM_PGPASSWORD=$STACK_PG_PASSWORD UPSTREAM_PGDATABASE=clinic
 # The upstream MariaDB and Redis:
@@ -81,6 +85,8 @@ phigate is running in front of the clinic database.
     PGPASSWORD=$pw psql "host=127.0.0.1 port=$PG_LISTEN user=demo_agent dbname=clinic sslmode=require"
   As a URI:
     postgresql://demo_agent:$pw@127.0.0.1:$PG_LISTEN/clinic?sslmode=require
+  The same agent through the MySQL front, with the mariadb client:
+    mariadb -h 127.0.0.1 -P $MY_LISTEN -u demo_agent -p$pw --ssl --skip-ssl-verify-server-cert clinic
   Or:  source .run/demo.env && psql
 
   Configuration: .run/demo/phigate.yaml    phigate's log: .run/demo/phigate.log
