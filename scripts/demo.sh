@@ -40,8 +40,11 @@ start() {
   else
     echo -n "demo: starting phigate on 127.0.0.1:$PG_LISTEN ... "
     "$REPO/$BUILD/phigate" --check-config "$DEMO/phigate.yaml" >/dev/null
+    rm -f "$DEMO/phigate.pid"
     nohup "$REPO/$BUILD/phigate" --config "$DEMO/phigate.yaml" >>"$DEMO/phigate.stderr" 2>&1 &
-    if ! wait_listen "$PG_LISTEN"; then
+    # Ready = the pid file is written (after every listener and front started).
+    for _ in $(seq 1 100); do [[ -s $DEMO/phigate.pid ]] && break; sleep 0.1; done
+    if ! wait_listen "$PG_LISTEN" || [[ ! -s $DEMO/phigate.pid ]]; then
       echo "failed"; tail -20 "$DEMO/phigate.log" "$DEMO/phigate.stderr" 2>/dev/null; exit 1
     fi
     echo "ready (pid $(<"$DEMO/phigate.pid"))"
