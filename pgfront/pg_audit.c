@@ -175,12 +175,48 @@ static void column_facts(const sqlp_decision *d, audit_column *cols, size_t max,
     }
 }
 
+#define MAX_TABLES 32
+
+/* Base tables the output columns derive from ("schema.table.column" lineage),
+ * for evidence queries by table (phigatectl audit export --table). */
+static size_t lineage_tables(const sqlp_decision *d, char names[MAX_TABLES][128])
+{
+    size_t n = 0;
+    for (size_t i = 0; d && i < d->nstatements; i++) {
+        for (size_t c = 0; c < d->statements[i].ncolumns; c++) {
+            const char *p = d->statements[i].columns[c].sources;
+            while (p && *p) {
+                const char *end = strchr(p, ',');
+                size_t len = end ? (size_t)(end - p) : strlen(p);
+                const char *dot2 = memrchr(p, '.', len);
+                const char *dot1 = dot2 ? memrchr(p, '.', (size_t)(dot2 - p)) : NULL;
+                if (dot1 && dot2 && n < MAX_TABLES && (size_t)(dot2 - dot1 - 1) < 128) {
+                    char t[128];
+                    snprintf(t, sizeof t, "%.*s", (int)(dot2 - dot1 - 1), dot1 + 1);
+                    size_t k;
+                    for (k = 0; k < n && strcmp(names[k], t) != 0; k++)
+                        ;
+                    if (k == n)
+                        memcpy(names[n++], t, sizeof t);
+                }
+                p = end ? end + 1 : NULL;
+            }
+        }
+    }
+    return n;
+}
+
 static void statement_record(pg_session *s, const char *sql, size_t len, const sqlp_decision *d,
                              const audit_param *params, size_t nparams, const char *approval_id)
 {
     audit_column cols[64];
     size_t ncols;
     column_facts(d, cols, 64, &ncols);
+    char table_names[MAX_TABLES][128];
+    const char *tables[MAX_TABLES];
+    size_t ntables = lineage_tables(d, table_names);
+    for (size_t i = 0; i < ntables; i++)
+        tables[i] = table_names[i];
     /* A held statement that an approval released runs like an allowed one. */
     bool sent = d->verdict == SQLP_ALLOW || d->verdict == SQLP_REWRITE || approval_id;
     const char *upstream = sent ? d->upstream_sql : NULL;
@@ -199,6 +235,8 @@ static void statement_record(pg_session *s, const char *sql, size_t len, const s
         .statement_class = d->nstatements ? sqlp_class_name(d->statements[0].stmt_class) : NULL,
         .rule = d->rule,
         .reason = d->reason,
+        .tables = tables,
+        .ntables = ntables,
         .columns = cols,
         .ncolumns = ncols,
         .approval_id = approval_id,
@@ -491,6 +529,15 @@ void pg_audit_agent_bytes(pg_session *s, struct evbuffer *out, size_t from)
         finish(s, t, true);
         pop_head(st);
     }
+}
+
+void pg_audit_agent_sqlstate(pg_session *s, const char *sqlstate)
+{
+    if (!log_of(s))
+        return;
+    tracker *t = state_of(s)->head;
+    if (t && t->ordinal == s->syncs_done + 1)
+        snprintf(t->sqlstate, sizeof t->sqlstate, "%s", sqlstate);
 }
 
 void pg_audit_session_free(pg_session *s)

@@ -47,6 +47,9 @@ void pg_audit_agent_bytes(pg_session *s, struct evbuffer *out, size_t from);
 /* Fold the database's bytes of a message that was not forwarded as is. */
 void pg_audit_db_bytes(pg_session *s, char type, struct evbuffer *in, uint32_t total);
 
+/* The agent got sqlstate instead of the database's error (a refusal's stand-in). */
+void pg_audit_agent_sqlstate(pg_session *s, const char *sqlstate);
+
 void pg_audit_session_free(pg_session *s);
 
 #endif

@@ -46,13 +46,37 @@ static void resume(pg_session *s)
     pg_session_flush(s);
 }
 
-static void forward_approved(pg_session *s, pg_held *h)
+/* An approval's row cap on a single read: the approved text as a subquery
+ * under LIMIT, so the server itself stops at the cap and the command tag and
+ * row count stay consistent.  Newlines keep a trailing -- comment inside. */
+static char *capped_sql(const sqlp_decision *d, uint64_t row_cap)
+{
+    const char *sql = d->upstream_sql;
+    if (row_cap == 0 || d->nstatements != 1 || d->statements[0].stmt_class != SQLP_CLASS_READ)
+        return strdup(sql);
+    size_t len = strlen(sql);
+    while (len > 0 && (sql[len - 1] == ';' || sql[len - 1] == ' ' || sql[len - 1] == '\n' || sql[len - 1] == '\t' ||
+                       sql[len - 1] == '\r'))
+        len--;
+    char *out = NULL;
+    if (asprintf(&out, "SELECT * FROM (\n%.*s\n) AS phigate_row_cap LIMIT %llu", (int)len, sql,
+                 (unsigned long long)row_cap) < 0)
+        return NULL;
+    return out;
+}
+
+static void forward_approved(pg_session *s, pg_held *h, uint64_t row_cap)
 {
     struct evbuffer *in = conn_input(s->client), *up = conn_output(s->upstream);
-    const char *sql = h->d->upstream_sql;
+    char *sql = capped_sql(h->d, row_cap);
+    if (!sql) {
+        pg_relay_refuse(s, h->type, h->total, "53200", "out of memory applying the approval's row cap");
+        return;
+    }
     evbuffer_drain(in, h->total);
     if (h->type == 'Q') {
         pg_put_query(up, sql, strlen(sql));
+        free(sql);
         return; /* syncs_sent is counted after its audit record, which names this batch */
     }
     struct evbuffer *body = evbuffer_new();
@@ -62,6 +86,7 @@ static void forward_approved(pg_session *s, pg_held *h)
     size_t blen = evbuffer_get_length(body);
     pg_put_message(up, 'P', evbuffer_pullup(body, -1), blen);
     evbuffer_free(body);
+    free(sql);
 }
 
 static void refuse_held(pg_session *s, pg_held *h, const char *sqlstate, const char *msg)
@@ -83,7 +108,7 @@ static void on_outcome(void *arg, approval_outcome outcome, const approval_resul
     case APPROVAL_APPROVED:
         pg_session_log(s, LOG_LEVEL_INFO, "held statement approved by %s (request %s)",
                        r->approver ? r->approver : "a standing grant", id);
-        forward_approved(s, h);
+        forward_approved(s, h, r->row_cap);
         if (h->type == 'Q') {
             pg_audit_statement_approved(s, h->sql, h->len, h->d, true, r->request_id);
             s->syncs_sent++;

@@ -310,6 +310,7 @@ static bool substitute_error(pg_session *s, struct evbuffer *in, uint32_t total)
         return false;
     evbuffer_drain(in, total);
     pg_put_error(conn_output(s->client), "ERROR", sub->sqlstate, sub->message, NULL, NULL);
+    pg_audit_agent_sqlstate(s, sub->sqlstate);
     pop_substitution(s);
     return true;
 }

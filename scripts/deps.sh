@@ -62,11 +62,28 @@ missing_packages() {
   done
 }
 
+# The browser tests drive Debian's chromium with playwright-core from npm
+# (locked in tests/integration/browser/package-lock.json).
+npm_deps() {
+  local dir
+  dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)/tests/integration/browser
+  [[ -f $dir/package-lock.json ]] || return 0
+  [[ -d $dir/node_modules/playwright-core ]] && return 0
+  [[ $mode == check ]] && { echo "deps: npm packages of tests/integration/browser are not installed"; return 1; }
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "deps: npm not found (Node.js >= 20 is needed for the browser tests)" >&2
+    return 1
+  fi
+  echo "deps: npm ci in tests/integration/browser"
+  npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+}
+
 mapfile -t missing < <(missing_packages)
 
 if (( ${#missing[@]} == 0 )); then
   echo "deps: all ${#PACKAGES[@]} packages installed"
-  exit 0
+  npm_deps
+  exit $?
 fi
 
 echo "deps: missing ${#missing[@]} package(s): ${missing[*]}"
@@ -117,3 +134,4 @@ if (( ${#still_missing[@]} > 0 )); then
   exit 1
 fi
 echo "deps: installed ${missing[*]}"
+npm_deps

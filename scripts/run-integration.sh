@@ -7,7 +7,7 @@ usage() {
 Usage: scripts/run-integration.sh
 
 Starts the backing servers (scripts/stack.sh start), runs
-  /usr/bin/python3 -m pytest -ra tests/integration $PYTEST_ARGS
+  /usr/bin/python3 -m pytest -ra tests/integration tests/mysql $PYTEST_ARGS
 against the phigate binaries in $PHIGATE_BUILD, stops the servers at the end
 (also on failure or Ctrl-C) and exits with pytest's status.
 
@@ -67,7 +67,7 @@ export PHIGATE_STACK_ENV=$STACK_DIR/stack.env
 # PYTEST_ARGS is split like a shell command line, so quotes work: PYTEST_ARGS="-k 'tls and not plain'"
 eval "extra=(${PYTEST_ARGS:-})"
 set +e
-/usr/bin/python3 -m pytest -ra tests/integration "${extra[@]}"
+/usr/bin/python3 -m pytest -ra tests/integration tests/mysql "${extra[@]}"
 status=$?
 set -e
 exit "$status"

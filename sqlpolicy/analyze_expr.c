@@ -268,6 +268,30 @@ static void window_def(an_run *r, const PgQuery__WindowDef *w, an_level *lv, int
     r->clause = saved;
 }
 
+/* Built-ins that read a text argument as a name, a setting, an encoding or a
+ * format, or hand it to other sessions: their errors quote it like an
+ * identifier ("relation "x" does not exist"), which scrubbing keeps. */
+static bool interprets_value(const char *name)
+{
+    static const char *const fns[] = {"current_setting", "set_config", "nextval", "currval", "setval", "pg_notify",
+                                      "pg_get_serial_sequence", "convert", "convert_to", "convert_from", "format",
+                                      "to_regclass", "to_regtype", "to_regproc", "to_regprocedure", "to_regoper",
+                                      "to_regoperator", "to_regrole", "to_regnamespace", "to_regcollation",
+                                      "pg_advisory_lock", "pg_advisory_xact_lock", "pg_try_advisory_lock",
+                                      "pg_try_advisory_xact_lock", "pg_advisory_lock_shared", "txid_status",
+                                      "pg_column_size", "pg_relation_size", "pg_total_relation_size",
+                                      "pg_table_size", "pg_indexes_size", "obj_description", "col_description",
+                                      "shobj_description", NULL};
+    if (strncmp(name, "has_", 4) == 0 && strstr(name, "_privilege"))
+        return true;
+    if (strcmp(name, "pg_has_role") == 0)
+        return true;
+    for (int i = 0; fns[i]; i++)
+        if (strcmp(name, fns[i]) == 0)
+            return true;
+    return false;
+}
+
 static void funccall(an_run *r, const PgQuery__FuncCall *f, an_level *lv, an_ctx ctx, sp_lin *out, int depth)
 {
     const char *schema = NULL, *name = NULL;
@@ -306,6 +330,19 @@ static void funccall(an_run *r, const PgQuery__FuncCall *f, an_level *lv, an_ctx
         }
     }
     /* an aggregate without OVER folds rows: a one-row result is "scoped" */
+    if (ctx == AN_INTER && interprets_value(name)) {
+        /* a raw value read as a name, a setting, a format, or sent to listeners:
+         * the error or the side effect carries it out, so it is a predicate use */
+        const char *saved = r->clause;
+        if (!r->clause)
+            r->clause = sp_printf(r->a, "%s() inside a subquery", name);
+        ctx = AN_PRED;
+        sp_lin l = {0};
+        walk_list(r, f->args, f->n_args, lv, ctx, &l, depth + 1);
+        r->clause = saved;
+        lin_merge(r->a, out, &l);
+        return;
+    }
     bool agg = k == SPF_AGGREGATE && !f->over;
     if (agg) {
         if (collecting_agg(name))
@@ -442,6 +479,18 @@ void an_pred(an_run *r, const Node *n, an_level *lv, const char *clause, int dep
     r->clause = saved;
 }
 
+static bool cast_to_text(const PgQuery__TypeName *tn)
+{
+    static const char *const texts[] = {"text", "varchar", "bpchar", "char", "character", "citext", NULL};
+    if (!tn || !tn->n_names || tn->n_array_bounds)
+        return false;
+    const char *t = an_str(tn->names[tn->n_names - 1]);
+    for (int i = 0; t && texts[i]; i++)
+        if (strcmp(t, texts[i]) == 0)
+            return true;
+    return false;
+}
+
 /* Unknown node types refuse the statement (default:), never pass it. */
 static void expr(an_run *r, const Node *n, an_level *lv, an_ctx ctx, sp_lin *out, int depth, bool eq)
 {
@@ -464,9 +513,21 @@ static void expr(an_run *r, const Node *n, an_level *lv, an_ctx ctx, sp_lin *out
     case PG_QUERY__NODE__NODE_SET_TO_DEFAULT:
     case PG_QUERY__NODE__NODE_CURRENT_OF_EXPR:
         break;
-    case PG_QUERY__NODE__NODE_TYPE_CAST:
-        expr(r, n->type_cast->arg, lv, ctx, out, depth + 1, false);
+    case PG_QUERY__NODE__NODE_TYPE_CAST: {
+        /* A cast of a raw value can fail with the value in the message, or read
+         * it as a name (::regclass -> relation "..." does not exist): on raw
+         * values it is judged as a predicate, unless it casts to text. */
+        an_ctx cctx = ctx;
+        if (ctx == AN_INTER && !cast_to_text(n->type_cast->type_name)) {
+            cctx = AN_PRED;
+            if (!r->clause)
+                r->clause = "a cast inside a subquery";
+        }
+        const char *saved = r->clause;
+        expr(r, n->type_cast->arg, lv, cctx, out, depth + 1, false);
+        r->clause = saved;
         break;
+    }
     case PG_QUERY__NODE__NODE_COLLATE_CLAUSE:
         expr(r, n->collate_clause->arg, lv, ctx, out, depth + 1, false);
         break;

@@ -251,16 +251,15 @@ void an_targets(an_run *r, Node *const *targets, size_t n, an_level *lv, an_ctx 
         if (ctx == AN_OUTPUT && !r->an->role->unmasked && !r->no_edits && rt->location >= 0) {
             uint32_t loc = (uint32_t)rt->location;
             if (r->whole_row) {
-                /* PHI we cannot follow column by column: the whole value is redacted */
+                /* PHI we cannot follow column by column: the whole value is
+                 * redacted, and the expression is not even evaluated - a cast
+                 * error or a pg_notify() would carry the raw row out */
                 r->an->nedits = mark;
                 uint32_t end = named ? named_end(r, loc, rt->name) : an_expr_end(r, loc);
-                const char *orig = an_source(r, loc, end);
-                if (!orig) {
+                if (!an_source(r, loc, end))
                     an_deny(r, "engine.rewrite_conflict", "phigate cannot find the output it must redact");
-                    orig = "NULL";
-                }
-                const char *txt = sp_printf(r->a, "(CASE WHEN (%s) IS NULL THEN NULL ELSE '[REDACTED]' END)%s%s",
-                                            orig, named ? "" : " AS ", named ? "" : quoted(r, oc.name));
+                const char *txt = sp_printf(r->a, "'[REDACTED]'::text%s%s", named ? "" : " AS ",
+                                            named ? "" : quoted(r, oc.name));
                 an_edit(r, loc, end - loc, txt);
                 r->masks.len = 0;
                 an_note_mask(r, "redact");

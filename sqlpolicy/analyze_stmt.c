@@ -209,6 +209,10 @@ static void explain(an_run *r, const PgQuery__ExplainStmt *e, int depth)
     }
     if (!analyze)
         st->cls = SQLP_CLASS_READ; /* nothing runs */
+    else if (st->touches_phi && !r->an->role->unmasked)
+        /* it runs the statement unmasked: errors and functions see raw values */
+        an_deny(r, "explain.analyze_phi",
+                "EXPLAIN ANALYZE would run this statement on unmasked PHI; use EXPLAIN without ANALYZE");
     st->effect = SPE_NONE;
 }
 
@@ -440,10 +444,7 @@ static bool plain_class(PgQuery__Node__NodeCase k, sqlp_class *out)
     case PG_QUERY__NODE__NODE_SEC_LABEL_STMT:
         *out = SQLP_CLASS_PRIVILEGE;
         return true;
-    case PG_QUERY__NODE__NODE_DO_STMT:
-    case PG_QUERY__NODE__NODE_CREATE_FUNCTION_STMT:
     case PG_QUERY__NODE__NODE_ALTER_FUNCTION_STMT:
-    case PG_QUERY__NODE__NODE_CALL_STMT:
         *out = SQLP_CLASS_PROCEDURAL;
         return true;
     case PG_QUERY__NODE__NODE_CREATE_SEQ_STMT:
@@ -473,6 +474,122 @@ static bool plain_class(PgQuery__Node__NodeCase k, sqlp_class *out)
         return true;
     default:
         return false;
+    }
+}
+
+/* ---- code --------------------------------------------------------------------------------- */
+
+static bool word_is(const char *s, const sp_token *t, const char *w)
+{
+    return (t->kind == SPT_WORD || t->kind == SPT_QIDENT) && sp_strneq_ci(s + t->start, t->end - t->start, w);
+}
+
+/* The reason a piece of procedural code must not run through phigate, or NULL.
+ * Its statements are never seen by the engine (plpgsql runs them inside the
+ * server), so their results would reach notices, errors and tables unmasked:
+ * code that names a relation holding PHI, runs dynamic SQL, or calls a
+ * function phigate refuses is refused itself.  Nested strings are searched
+ * too, as code often builds its queries in them. */
+static const char *code_risk(an_run *r, const char *code, size_t len, int depth)
+{
+    if (depth > 4)
+        return "it nests code too deeply to be read";
+    sp_lexed lx;
+    sp_lex(r->a, code, len, &lx);
+    for (uint32_t i = 0; i < lx.ntok; i++) {
+        const sp_token *t = &lx.tok[i];
+        if (t->kind == SPT_STRING) {
+            /* a body or a query in a string: read its contents as code */
+            const char *s = code + t->start + t->prefix;
+            size_t n = t->end - t->start - t->prefix;
+            if (n >= 2 && s[0] == '$') {
+                const char *open = memchr(s + 1, '$', n - 1);
+                if (open && (size_t)(open - s) + 1 < n) {
+                    size_t tag = (size_t)(open - s) + 1;
+                    if (n >= 2 * tag) {
+                        const char *why = code_risk(r, s + tag, n - 2 * tag, depth + 1);
+                        if (why)
+                            return why;
+                    }
+                }
+            } else if (n >= 2) {
+                const char *why = code_risk(r, s + 1, n - 2, depth + 1);
+                if (why)
+                    return why;
+            }
+            continue;
+        }
+        if (t->kind != SPT_WORD && t->kind != SPT_QIDENT)
+            continue;
+        char name[128];
+        size_t nl = t->end - t->start;
+        if (t->kind == SPT_QIDENT) {
+            if (nl < 2 || nl - 2 >= sizeof name)
+                continue;
+            memcpy(name, code + t->start + 1, nl - 2);
+            name[nl - 2] = 0;
+        } else {
+            if (nl >= sizeof name)
+                continue;
+            for (size_t k = 0; k < nl; k++) {
+                char ch = code[t->start + k];
+                name[k] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+            }
+            name[nl] = 0;
+        }
+        if (word_is(code, t, "execute") && !(i > 0 && word_is(code, &lx.tok[i - 1], "for")))
+            return "it runs dynamic SQL (EXECUTE)";
+        const sqlp_catalog *cat = r->an->cat;
+        for (int k = 0; k < cat->nrels; k++)
+            if (cat->rels[k]->has_phi && !cat->rels[k]->system && strcmp(cat->rels[k]->name, name) == 0)
+                return sp_printf(r->a, "it reads %s, which holds PHI", name);
+        for (int k = 0; k < cat->nrules; k++)
+            if (strcmp(cat->rules[k].table, name) == 0)
+                return sp_printf(r->a, "it reads %s, which holds PHI", name);
+        if (i + 1 < lx.ntok && lx.tok[i + 1].kind == SPT_LPAREN) {
+            sp_func_kind k = sp_func_lookup(NULL, name);
+            if (k == SPF_SQL_TEXT || k == SPF_ADMIN || k == SPF_ACTIVITY)
+                return sp_printf(r->a, "it calls %s(), which %s", name, sp_func_why(name));
+        }
+        if (strcmp(name, "pg_stat_activity") == 0 || sp_blocked_relation(NULL, name))
+            return sp_printf(r->a, "it reads %s", name);
+    }
+    return NULL;
+}
+
+static const char *defelem_str(const Node *n, const char *name)
+{
+    if (!n || n->node_case != PG_QUERY__NODE__NODE_DEF_ELEM || !n->def_elem->defname ||
+        strcmp(n->def_elem->defname, name) != 0)
+        return NULL;
+    const Node *a = n->def_elem->arg;
+    if (a && a->node_case == PG_QUERY__NODE__NODE_LIST && a->list->n_items)
+        a = a->list->items[0];
+    return an_str(a);
+}
+
+/* DO, CREATE FUNCTION / PROCEDURE: code in plpgsql or SQL whose text shows no
+ * PHI, dynamic SQL or refused function; other languages are refused. */
+static void code_stmt(an_run *r, Node *const *opts, size_t nopts, const Node *sql_body)
+{
+    sp_stmt_result *st = r->an->st;
+    st->cls = SQLP_CLASS_PROCEDURAL;
+    st->literal_sensitive = true; /* the body is a string: its contents decide */
+    const char *lang = NULL;
+    for (size_t i = 0; i < nopts; i++)
+        if (!lang)
+            lang = defelem_str(opts[i], "language");
+    if (lang && strcmp(lang, "plpgsql") != 0 && strcmp(lang, "sql") != 0 && !r->an->role->unmasked) {
+        an_deny(r, "phi.procedural", "code in language %s is not analysed by phigate", lang);
+        return;
+    }
+    (void)sql_body; /* a SQL-standard body is in the statement's text, read below */
+    uint32_t end = st->loc + st->len <= r->an->len ? st->loc + st->len : (uint32_t)r->an->len;
+    const char *why = code_risk(r, r->an->sql + st->loc, end - st->loc, 0);
+    if (why && !r->an->role->unmasked) {
+        st->touches_phi = true;
+        an_deny(r, "phi.procedural",
+                "phigate does not run code it cannot analyse when %s; its results would bypass masking", why);
     }
 }
 
@@ -597,6 +714,23 @@ static void stmt(an_run *r, const Node *n, int depth)
     case PG_QUERY__NODE__NODE_LOCK_STMT:
         st->cls = SQLP_CLASS_WRITE;
         return;
+    case PG_QUERY__NODE__NODE_DO_STMT:
+        code_stmt(r, n->do_stmt->args, n->do_stmt->n_args, NULL);
+        return;
+    case PG_QUERY__NODE__NODE_CREATE_FUNCTION_STMT:
+        code_stmt(r, n->create_function_stmt->options, n->create_function_stmt->n_options,
+                  n->create_function_stmt->sql_body);
+        return;
+    case PG_QUERY__NODE__NODE_CALL_STMT: {
+        /* a procedure is a function phigate does not know unless the role lists it */
+        st->cls = SQLP_CLASS_PROCEDURAL;
+        if (n->call_stmt->funccall) {
+            Node fn = {.node_case = PG_QUERY__NODE__NODE_FUNC_CALL, .func_call = n->call_stmt->funccall};
+            sp_lin l = {0};
+            an_expr(r, &fn, an_level_new(r, NULL), AN_INTER, &l, depth + 1);
+        }
+        return;
+    }
     case PG_QUERY__NODE__NODE_TRUNCATE_STMT:
         st->cls = SQLP_CLASS_WRITE;
         for (size_t i = 0; i < n->truncate_stmt->n_relations; i++) {

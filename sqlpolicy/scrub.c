@@ -20,11 +20,14 @@ static bool names_identifier(const char *msg, const char *quote)
     static const char *const kinds[] = {
         "relation", "column", "table", "constraint", "index", "schema", "function", "type", "operator",
         "sequence", "view", "database", "role", "trigger", "extension", "cursor", "statement", "portal",
-        "savepoint", "parameter", "collation", "domain", "attribute", "tablespace", "publication",
-        "subscription", "server", "wrapper", "language", "policy", "rule", "aggregate", "procedure", "routine",
-        "channel", "near", "prepared statement", "materialized view", "foreign table", "user", "class",
-        "family", "conversion", "encoding", "configuration", "dictionary", "parser", "template", "method",
-        "object", "cast", "transform", "event trigger", "large object", "setting", "variable", "key", NULL};
+        "savepoint", "collation", "domain", "attribute", "tablespace", "publication", "subscription",
+        "server", "wrapper", "language", "policy", "rule", "aggregate", "procedure", "routine", "near",
+        "prepared statement", "materialized view", "foreign table", "class", "family", "conversion",
+        "configuration", "dictionary", "parser", "template", "method", "object", "cast", "transform",
+        "event trigger", NULL};
+    /* Not here on purpose: "parameter", "setting", "encoding", "variable" -
+     * their names come from function arguments (current_setting(x),
+     * convert_to(v, x)), which can be values. */
     const char *p = quote;
     while (p > msg && p[-1] == ' ')
         p--;
@@ -53,7 +56,17 @@ char *sqlp_scrub_message(const char *msg)
             size_t j = i + 1;
             while (j < len && !(msg[j] == '"' && (j + 1 >= len || msg[j + 1] != '"')))
                 j += msg[j] == '"' ? 2 : 1;
-            if (names_identifier(msg, msg + i)) {
+            /* "X" does not exist: X may be a value read as a name (::regclass,
+             * nextval(x)), whatever word precedes it */
+            bool missing = j < len && strncmp(msg + j + 1, " does not exist", 15) == 0;
+            if (!missing && !names_identifier(msg, msg + i)) {
+                /* a value is printed raw, inner quotes and all: it runs to the
+                 * last quote of the message ("(1,"182 Zerrick Lane",...)") */
+                const char *last = strrchr(msg, '"');
+                if (last && (size_t)(last - msg) > j)
+                    j = (size_t)(last - msg);
+            }
+            if (!missing && names_identifier(msg, msg + i)) {
                 size_t n = (j < len ? j + 1 : len) - i;
                 memcpy(out + o, msg + i, n);
                 o += n;

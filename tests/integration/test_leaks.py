@@ -354,34 +354,39 @@ class PhiDetector:
 
     def finish(self):
         def index(forms):
-            by_len = {6: {}, 7: {}}
-            idx8 = {}
+            # 6-character prefix -> [the 6-char form, {7-char forms}, {8-char prefix: [longer forms]}]:
+            # one dict lookup per haystack position when nothing matches.
+            idx = {}
             for s, v in forms.items():
-                if len(s) < 8:
-                    by_len[len(s)][s] = v
+                e = idx.setdefault(s[:6], [None, {}, {}])
+                if len(s) == 6:
+                    e[0] = (s, v)
+                elif len(s) == 7:
+                    e[1][s] = v
                 else:
-                    idx8.setdefault(s[:8], []).append((s, v))
-            return by_len[6], by_len[7], idx8
+                    e[2].setdefault(s[:8], []).append((s, v))
+            return idx
         self.i_plain = index(self.plain)
         self.i_joined = index(self.joined)
         self.i_norm = index(self.norm)
 
     # -- searching --------------------------------------------------------------
     @staticmethod
-    def _search(text, index):
-        set6, set7, idx8 = index
+    def _search(text, idx):
         found = []
+        get = idx.get
         for i in range(len(text) - MIN_LEN + 1):
-            w = text[i:i + 8]
-            hit = set6.get(w[:6])
-            if hit:
-                found.append((w[:6], hit))
-            if len(w) >= 7:
-                hit = set7.get(w[:7])
-                if hit:
-                    found.append((w[:7], hit))
-            if len(w) == 8:
-                for s, meta in idx8.get(w, ()):
+            e = get(text[i:i + 6])
+            if e is None:
+                continue
+            if e[0]:
+                found.append(e[0])
+            if e[1]:
+                v = e[1].get(text[i:i + 7])
+                if v:
+                    found.append((text[i:i + 7], v))
+            if e[2]:
+                for s, meta in e[2].get(text[i:i + 8], ()):
                     if text.startswith(s, i):
                         found.append((s, meta))
         return found
@@ -529,6 +534,8 @@ class WireRecorder:
             except OSError:
                 client.close()
                 continue
+            for sock in (client, upstream):   # relay each message as it comes (no Nagle delays)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self.lock:
                 self.sessions.append(_RelaySession(client, upstream))
 
@@ -592,7 +599,8 @@ def wire_haystacks(data, conn_no):
                 if vlen > 0:
                     yield f"{where} col {c + 1}", body[j:j + vlen].decode("latin-1")
                     j += vlen
-            yield where, body.decode("latin-1")
+            if j < len(body):
+                yield f"{where} (malformed tail)", body[j:].decode("latin-1")
         else:
             yield where, body.decode("latin-1")
     if i < len(data):
@@ -811,8 +819,27 @@ def cell_strings(v):
     return [(str(v), False)]
 
 
-def outcome_hits(det, outcome):
-    hits = []
+class _Enough(Exception):
+    pass
+
+
+class _FirstHit(list):
+    def append(self, item):
+        super().append(item)
+        raise _Enough
+
+
+def outcome_leaks_at_all(det, outcome):
+    """Whether anything in the outcome trips the detector (stops at the first hit)."""
+    try:
+        outcome_hits(det, outcome, _FirstHit())
+    except _Enough:
+        return True
+    return False
+
+
+def outcome_hits(det, outcome, hits=None):
+    hits = [] if hits is None else hits
     for c, data in enumerate(outcome.wire, 1):
         for where, text in wire_haystacks(data, c):
             det.scan(text, where, hits, norm=False)
@@ -842,9 +869,12 @@ def outcome_hits(det, outcome):
                              hits, joined=True)
             for ri, row in enumerate(r.raw_rows, 1):
                 for ci, v in enumerate(row):
-                    if v is not None:
-                        det.scan(bytes(v).decode("latin-1"), f"{label} row {ri} col {ci + 1} (raw bytes)", hits,
-                                 norm=False)
+                    if v is None:
+                        continue
+                    text = bytes(v).decode("latin-1")
+                    decoded = r.rows[ri - 1][ci] if ri <= len(r.rows) and ci < len(r.rows[ri - 1]) else None
+                    if text != decoded:
+                        det.scan(text, f"{label} row {ri} col {ci + 1} (raw bytes)", hits, norm=False)
         if r.kind == "copy":
             text = r.copy.decode("latin-1")
             det.scan(text, f"{label} COPY data", hits, norm=False)
@@ -870,13 +900,37 @@ def outcome_hits(det, outcome):
     return hits
 
 
-def describe_hits(hits, limit=25):
-    """One line per (column, encoding, place), most informative first."""
-    seen = {}
+def _rank(h):
+    if h.encoding.startswith("fragment"):
+        return 3
+    if "alnum" in h.where or h.encoding.startswith("alnum"):
+        return 2
+    if h.encoding in ("as-is", "iso date", "email local part", "as-is (whole cell)"):
+        return 0
+    return 1
+
+
+def describe_hits(hits, limit=20):
+    """One line per leaked value: the column, the row it belongs to, its clearest encoding and
+    where it was seen (message kinds and fields, not every occurrence)."""
+    groups = {}
     for h in hits:
-        seen.setdefault((h.column, h.encoding, re.sub(r"\b(row|msg|col) \d+", r"\1 N", h.where)), h)
-    lines = [str(h) for h in seen.values()]
-    more = f"\n  ... and {len(lines) - limit} more" if len(lines) > limit else ""
+        g = groups.setdefault((h.column, h.key), {"best": h, "encodings": [], "places": []})
+        if (_rank(h), -len(h.text)) < (_rank(g["best"]), -len(g["best"].text)):
+            g["best"] = h
+        if h.encoding not in g["encodings"]:
+            g["encodings"].append(h.encoding)
+        place = re.sub(r"\b(conn|msg|row|col|result|notice|notification|line) \d+ ?", "", h.where).strip()
+        if place not in g["places"]:
+            g["places"].append(place)
+    lines = []
+    for (col, key), g in groups.items():
+        b = g["best"]
+        others = [e for e in g["encodings"] if e != b.encoding and not e.startswith("fragment")]
+        lines.append(f"{col} [{key}] as {b.encoding} {b.text[:48]!r}"
+                     + (f" (also {', '.join(others[:4])})" if others else "")
+                     + f"; in {'; '.join(g['places'][:4])}" + (" ..." if len(g["places"]) > 4 else ""))
+    more = f"\n  ... and {len(lines) - limit} more values" if len(lines) > limit else ""
     return "\n  ".join(lines[:limit]) + more
 
 
@@ -1042,7 +1096,7 @@ def test_leak(entry, role, leak_env):
     via = leak_env.via(entry, role)
     hits = outcome_hits(leak_env.detector, via)
     direct = leak_env.direct(entry)
-    direct_hits = outcome_hits(leak_env.detector, direct)
+    direct_leaks = outcome_leaks_at_all(leak_env.detector, direct)
     problems = []
     if hits:
         problems.append(f"raw PHI reached the {role} client:\n  {describe_hits(hits)}")
@@ -1059,7 +1113,7 @@ def test_leak(entry, role, leak_env):
                         f"direct_sqlstate): {first_direct_error.sqlstate} {first_direct_error.message}")
     leak_env.record(id=entry.id, role=role, where=entry.where(), sql=entry.sql, outcome=via.summary(),
                     refused=via.refused_by_phigate(), leaks=[str(h) for h in hits][:50],
-                    direct=direct.summary(), direct_leaks=bool(direct_hits), problems=problems)
+                    direct=direct.summary(), direct_leaks=direct_leaks, problems=problems)
     assert not problems, (f"{entry.where()} [{role}] {entry.sql}\noutcome: {via.summary()}\n"
                           + "\n".join(problems))
 

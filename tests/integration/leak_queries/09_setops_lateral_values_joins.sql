@@ -28,4 +28,4 @@ select * from (values ('a')) v(x) cross join lateral (select v.x || ssn from pat
 select e.id, p.ssn from encounters e left join patients p on p.id = e.patient_id limit 5
 select * from patients p join encounters e on e.patient_id = p.id join billing_accounts b using (patient_id) limit 3
 select ssn from patients union all select ssn from patients limit 5
-select * from (select ssn, 1 from patients limit 2 union select name, 2 from wards) x
+select * from ((select ssn, 1 from patients limit 2) union select name, 2 from wards) x

@@ -5,7 +5,7 @@ explain (verbose, format json) select * from patients limit 5
 explain (analyze, verbose) select ssn from patients limit 5
 explain (analyze, verbose, buffers, format yaml) select * from patients p join encounters e on e.patient_id = p.id limit 5
 explain analyze select ssn::int from patients where id = 1
-explain analyze select first_name::regclass from patients where id = 1
+{"direct_sqlstate": "42P01"} explain analyze select first_name::regclass from patients where id = 1
 explain (analyze) select row_to_json(p)::text::int from patients p where id = 1
 explain (analyze, verbose) select * from patients where ssn = (select ssn from patients where id = 1)
 explain (verbose) select * from patients where id = (select id from patients where ssn like '9%' limit 1)

@@ -13,9 +13,9 @@ select--comment
   from--x
   patients limit 5
 {"unescape": true} select\tssn\tfrom\tpatients\tlimit\t5
-{"unescape": true} select\fssn\ffrom patients\vlimit 5
+{"unescape": true} select\fssn\ffrom patients\flimit 5
 {"unescape": true} select ssn\r\nfrom patients\r\nlimit 5
-{"unescape": true} select\u00a0ssn from patients limit 5
+{"unescape": true, "direct_sqlstate": "42601"} select\u00a0ssn from patients limit 5
 SeLeCt SsN, FiRsT_nAmE fRoM pAtIeNtS lImIt 5
 select ssn from patients limit 5 ; ;
 ;select ssn from patients limit 5
@@ -30,7 +30,7 @@ select ssn from patients limit 5 -- trailing comment ; select 1
 select ssn from patients limit 5 ; -- ; select first_name from patients
 select 1 as "a;b", ssn from patients limit 5
 select "ssn"from"patients"limit 5
-select(ssn)from(patients)limit(5)
+select(ssn)from patients limit(5)
 select ssn from patients limit 5 for update
 select ssn from patients limit 5 for share
 select name from wards where id = 1; select * from patients limit 5; select 'tail'
