@@ -64,12 +64,42 @@ static void copy_startup(pg_session *s, const uint8_t *body, size_t len)
     s->startup_copy[len] = '\0';
 }
 
+/* Client encodings whose multibyte characters can end in 0x5c ('\\'): the
+ * server reads such a character whole where a UTF-8 lexer sees a backslash
+ * escaping a quote, so phigate and the server would not agree on where a
+ * literal ends.  Names are compared the way PostgreSQL does: lower case,
+ * letters and digits only. */
+static bool unsafe_client_encoding(const char *name)
+{
+    static const char *const unsafe[] = {"sjis", "shiftjis", "mskanji", "windows932", "shiftjis2004", "big5",
+                                         "windows950", "gbk", "windows936", "cp936", "uhc", "windows949", "cp949",
+                                         "gb18030", "johab", NULL};
+    char norm[64];
+    size_t n = 0;
+    for (const char *p = name; *p && n < sizeof norm - 1; p++)
+        if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9'))
+            norm[n++] = *p;
+        else if (*p >= 'A' && *p <= 'Z')
+            norm[n++] = (char)(*p - 'A' + 'a');
+    norm[n] = '\0';
+    for (int i = 0; unsafe[i]; i++)
+        if (strcmp(norm, unsafe[i]) == 0)
+            return true;
+    return false;
+}
+
 static bool startup_params_ok(pg_session *s)
 {
     const char *user = pg_startup_get(&s->startup, "user");
     const char *db = pg_startup_get(&s->startup, "database");
     if (!user || !*user) {
         pg_session_fail(s, "28000", "no user name given in the startup packet", NULL);
+        return false;
+    }
+    const char *enc = pg_startup_get(&s->startup, "client_encoding");
+    if (enc && unsafe_client_encoding(enc)) {
+        pg_session_fail(s, "22023", "phigate does not accept this client_encoding: its characters can hide a quote",
+                        "use UTF8 (or another ASCII-safe encoding)");
         return false;
     }
     if (pg_startup_get(&s->startup, "replication")) {

@@ -21,6 +21,11 @@ column masking-rules/clinic.yaml lists, in many encodings (see PhiDetector).  Ma
 legitimately keep short fragments (last 4 digits, the year, the email domain, a 3-digit
 zip prefix): the detector ignores strings under 6 characters and never forbids those
 fragments, so it flags the value and its transformations, not what the masks keep.
+Values too short or too number-like for substring search (5-digit zips, julian days,
+epoch seconds, hashtext) count only as whole cells.  The surrogate keys (patients.id and
+the patient_id columns, small integers) cannot be told from other numbers and are left
+to the unit and pgTAP suites.  Two self-tests keep the detector honest: it must see each
+encoding in a direct (unmasked) answer, and stay silent on whole non-PHI tables.
 
 clean.sql is the other direction: queries that touch no PHI must come back through
 phigate exactly as from a direct connection (no over-blocking).
@@ -287,6 +292,7 @@ class PhiDetector:
         if "digits" in variants:
             P(format(int(digits), "x"), "to_hex(digits)")
             P(digits.translate(DIGIT_LETTERS), "digits->letters")
+            P(v.translate(DIGIT_LETTERS), "digits->letters")
         if cls == "ssn" and len(digits) == 9:
             P(f"{digits[:3]} {digits[3:5]} {digits[5:]}", "ssn with spaces", strong=True)
         if cls == "phone" and len(digits) == 10:
@@ -295,6 +301,7 @@ class PhiDetector:
             P("+1" + digits, "phone E.164", strong=True)
         if cls in ("names", "geographic", "email"):
             P(codecs.encode(v.lower(), "rot13"), "rot13")
+            P("".join(codecs.encode(ch, "rot13") if ch.islower() else ch for ch in v), "rot13 (lowercase only)")
         if cls == "email" and "@" in v:
             local = v.split("@", 1)[0]
             P(local, "email local part", strong=len(local) >= 8)
@@ -408,7 +415,7 @@ class PhiDetector:
         low = text.lower()
         for s, (col, enc, key) in self._search(low, self.i_joined if joined else self.i_plain):
             hits.append(Hit(where, col, enc, key, s))
-        if norm and not joined:
+        if norm:
             for s, (col, enc, key) in self._search(alnum(text), self.i_norm):
                 hits.append(Hit(where + " (alnum-normalised)", col, enc, key, s))
         if cell:

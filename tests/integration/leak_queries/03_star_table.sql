@@ -21,3 +21,11 @@ select * from patients p full join billing_accounts b on b.patient_id = p.id lim
 select * from patients p natural join wards limit 3
 select t.* from (select * from patients limit 5) t
 select ward.*, pat.* from wards ward, (select * from patients limit 2) pat limit 4
+select * from patients as t(a, b, c, d, e) limit 3
+select e, d from patients as t(a, b, c, d, e) limit 3
+select * from (patients p join encounters e on e.patient_id = p.id) as j limit 2
+select j.notes, j.ssn from (encounters join patients on patients.id = encounters.patient_id) as j limit 2
+select * from unnest((select array_agg(p) from patients p where id in (1, 2)))
+select (unnest(array_agg(p))).* from patients p where id in (1, 2)
+select * from (select (p).* from patients p limit 2) s
+select * from unnest(array[(select p from patients p limit 1)])

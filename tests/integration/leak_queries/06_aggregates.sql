@@ -29,3 +29,6 @@ select ward_id, array_agg(notes) from encounters group by ward_id limit 2
 select bit_or(replace(ssn, '-', '')::int), max(replace(phone, '-', '')::bigint) from patients limit 1
 select jsonb_object_agg(p.id, p.ssn) from (select * from patients limit 5) p
 select string_agg(ssn, ',') over () from patients limit 5
+select state, max(ssn) from patients group by grouping sets ((state), ()) limit 5
+select array_agg(ssn) filter (where state = 'IL') from patients limit 1
+select json_object_agg(state, ssn) from patients limit 1

@@ -1,12 +1,12 @@
 # UNION / INTERSECT / EXCEPT, LATERAL, VALUES, JOIN ... USING, set-returning functions.
 select ssn from patients union select name from wards limit 5
-select name from wards union all select ssn from patients limit 5
+(select name from wards limit 1) union all (select ssn from patients limit 5)
 select name::text from wards union all (select first_name from patients limit 5)
 select 'x' union all (select email from patients limit 5)
 select name from wards intersect select first_name from patients
 select first_name from patients except select name from wards limit 5
 (select ssn from patients limit 3) union (select phone from patients limit 3)
-select * from (select name from wards union all select notes from encounters) u limit 5
+select * from (select name from wards where id = 1 union all select notes from encounters) u limit 5
 values ((select ssn from patients limit 1))
 select * from (values (1, 'a')) v(a, b) union all select id, ssn from patients limit 5
 select * from patients p, lateral (select p.ssn || '!' as x) l limit 3

@@ -37,7 +37,7 @@ select table_to_xml('patients', true, false, '')
 select query_to_xml('select * from patients limit 5', true, false, '')
 select query_to_xml('select ssn from patients limit 5', false, true, '')
 select query_to_xml_and_xmlschema('select * from patients limit 5', true, false, '')
-select xpath('/row/ssn/text()', query_to_xml('select ssn from patients limit 1', true, false, ''))
+select xpath('//ssn/text()', query_to_xml('select ssn from patients limit 1', true, false, ''))
 select * from xmltable('/patients/row' passing table_to_xml('patients', true, false, '') columns s text path 'ssn') limit 5
 select schema_to_xml('public', true, false, '')
 select p = p, p is not null, p from patients p limit 3

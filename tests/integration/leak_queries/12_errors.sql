@@ -84,3 +84,22 @@ select mrn::numeric from patients where id = 1
 select to_regclass(first_name)::oid::int / 0 from patients where id = 1
 select chr(replace(ssn, '-', '')::int) from patients where id = 1
 select repeat('x', replace(phone, '-', '')::int * 1000) from patients where id = 1
+# Whole-row references used inside an expression (not as the output): the row's text
+# reaches the error, and composite/JSON text carries double quotes of its own.
+select p::text::jsonb from patients p where id = 1
+select xmlparse(document p::text) from patients p where id = 1
+select e::text::int from encounters e where id = 1
+select b::text::int from billing_accounts b where id = 1
+{"direct_sqlstate": "42704"} select current_setting(p::text) from patients p where id = 1
+{"direct_sqlstate": "42P01"} select nextval(p::text) from patients p where id = 1
+select (array_agg(p))[1]::text::int from patients p where id = 1
+with x as (select p from patients p where id = 1) select x.p::text::int from x
+select jsonb_populate_record(null::wards, jsonb_build_object('id', p::text)) from patients p where id = 1
+select to_jsonb(p)::text::date from patients p where id = 1
+select format('%s', p)::int, concat(p)::int from patients p where id = 1
+select row(p.ssn, p.first_name)::text::int from patients p where id = 1
+select (p.ssn, p.dob)::text::int from patients p where id = 1
+select ('"' || ssn)::int from patients where id = 1
+select ('"' || p::text)::int from patients p where id = 1
+select (select p from patients p where id = 1)::text::int
+{"params": [1]} select p::text::int from patients p where id = %s

@@ -39,3 +39,7 @@ prepare q as select name from wards limit 1 ;; execute q ;; deallocate q ;; prep
 {"server_cursor": true} select ssn, dob from patients limit 5
 {"server_cursor": true} select * from patients where id = 1
 {"server_cursor": true, "binary": true} select ssn, dob, email from patients limit 5
+{"direct_sqlstate": "42704"} declare c cursor for select current_setting(first_name) from patients where id = 1 ;; fetch all from c
+prepare pw as select p::text::int from patients p where id = 1 ;; execute pw
+{"copy": true, "agent_expect": "refused"} copy (select p::text::int from patients p where id = 1) to stdout
+{"copy": true, "agent_expect": "refused", "direct_sqlstate": "42P01"} copy (select first_name::regclass from patients where id = 1) to stdout

@@ -20,3 +20,13 @@ explain (verbose, settings) select email from patients limit 1
 explain (analyze) select (select first_name from patients where id = 1)::date
 explain analyze select * from patients limit 5
 explain (analyze, verbose) select lpad('x', replace(phone, '-', '')::int) from patients where id = 1
+# EXPLAIN ANALYZE runs the statement: side effects and errors of the inner query.
+{"direct_sqlstate": "42704"} explain analyze select current_setting(first_name) from patients where id = 1
+{"direct_sqlstate": "42P01"} explain analyze select nextval(last_name) from patients where id = 1
+explain analyze select (notes || '}')::json from encounters where id = 1
+explain analyze select xmlparse(document first_name) from patients where id = 1
+explain (analyze) select set_config('application_name', ssn, false) from patients where id = 1
+{"autocommit": true} listen leakch ;; explain analyze select pg_notify('leakch', ssn) from patients where id = 1
+explain analyze select set_config('leak.e', ssn, false) from patients where id = 1 ;; select current_setting('leak.e')
+explain analyze with x as (select email from patients where id = 1) select x.email::int from x
+explain (analyze, format json) select p::text::int from patients p where id = 1

@@ -28,3 +28,10 @@ set client_encoding = 'SJIS' ;; select '表' || ssn from patients limit 3
 set standard_conforming_strings = off ;; select 'x' || ssn from patients limit 3
 set standard_conforming_strings = off ;; prepare lx as select '\', ' , ssn from patients limit 3 --' from wards limit 1 ;; execute lx
 set standard_conforming_strings = off ;; declare lc cursor for select '\', ' , ssn from patients limit 3 --' from wards limit 1 ;; fetch all from lc
+{"conn": {"client_encoding": "SJIS"}} select E'表' , ssn || '' from patients limit 3 -- ' as x
+{"conn": {"client_encoding": "BIG5"}} select E'許' , upper(first_name), row_to_json(patients) from patients limit 3 -- ' as x
+{"conn": {"client_encoding": "GBK"}} select E'乗' , notes || '' from encounters limit 3 -- ' as x
+{"conn": {"options": "-c client_encoding=SJIS"}} select E'表' , ssn || '' from patients limit 3 -- ' as x
+{"conn": {"client_encoding": "GB18030"}} select E'乗' , email || '' from patients limit 3 -- ' as x
+{"conn": {"client_encoding": "SHIFT_JIS_2004"}} select E'表' , ssn || '' from patients limit 3 -- ' as x
+{"conn": {"client_encoding": "SJIS"}} select E'表' , ssn from patients where id = 1 -- ' as x

@@ -3,7 +3,7 @@
 {"autocommit": true} listen leakch ;; select pg_notify('leakch', ssn) from patients where id = 1
 {"autocommit": true} listen leakch ;; select pg_notify('leakch', (select first_name || ' ' || last_name from patients limit 1))
 {"autocommit": true} listen leakch ;; select pg_notify('leakch', p::text) from patients p where id = 2
-{"autocommit": true} listen leakch ;; select pg_notify(first_name, 'x') from patients where id = 1
+{"autocommit": true} listen leakch ;; select pg_notify('leakch', row_to_json(p)::text) from patients p where id = 3
 select set_config('application_name', ssn, false) from patients where id = 1
 select set_config('application_name', (select email from patients limit 1), false)
 select set_config('application_name', first_name, false), set_config('DateStyle', 'ISO', false) from patients where id = 1
@@ -34,3 +34,7 @@ select current_setting('application_name'), ssn from patients limit 3
 select set_config('TimeZone', first_name, false) from patients where id = 1
 select txid_current(), ssn from patients limit 1
 select pg_advisory_lock(hashtext(ssn)) from patients where id = 1 ;; select objid, classid from pg_locks where locktype = 'advisory'
+select set_config('application_name', p::text, false) from patients p where id = 1
+select set_config('leak.w', row_to_json(p)::text, false) from patients p where id = 1 ;; select current_setting('leak.w')
+{"autocommit": true} listen leakch ;; select pg_notify('leakch', string_agg(p::text, ',')) from patients p where id = 4
+select set_config('leak.v', (select p::text from patients p where id = 5), false) ;; show leak.v
