@@ -51,19 +51,11 @@ select count(*) from patients where ssn similar to '9%'
 select count(*) from patients where position('1' in ssn) = 2
 select id from patients where id = 1 and starts_with(first_name, 'V')
 {"params": ["9%"]} select count(*) from patients where ssn like %s
-select ssn from patients order by 1 limit 5
-select first_name, count(*) from patients group by 1 limit 5
-select ssn as s from patients order by s limit 5
 select ssn from patients order by ssn collate "C" limit 5
 select count(*) from patients where ssn ~ '^9'
 select id from patients where id = (select id from patients where ssn like '9%' limit 1)
 select count(*) from patients where id = 1 or ssn like '9%'
 select count(*) from (select ssn from patients limit 100) s where s.ssn like '9%'
 with x as (select ssn s from patients limit 100) select count(*) from x where s like '9%'
-select x from (select ssn from patients limit 100) t(x) order by x limit 3
 select count(*) from patients p join billing_accounts b on b.account_number = p.mrn
 select state, count(*) from patients group by state having count(distinct last_name) > 1
-select ssn, state from patients order by 1 desc, 2 limit 5
-select last_name as n, count(*) from patients group by n limit 5
-select distinct on (1) ssn, state from patients order by 1 limit 5
-select state, ssn from patients order by 2 limit 5
