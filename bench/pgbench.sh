@@ -34,12 +34,19 @@ BUILD=${PHIGATE_BUILD:-build}
 export PHIGATE_PORT_BASE=${PHIGATE_BENCH_PORT_BASE:-59000}
 WORK=$REPO/.run/bench
 PHIGATE_PORT=$((PHIGATE_PORT_BASE + 532)) # clear of other stacks' base+432 ports
+NOAUDIT_PORT=$((PHIGATE_PORT_BASE + 542))
 mkdir -p "$WORK"
 
 "$REPO/scripts/stack.sh" start >/dev/null
 eval "$("$REPO/scripts/stack.sh" env)"
 PHIGATE_BUILD=$BUILD "$REPO/scripts/gen-config.sh" "$WORK/phigate" "$PHIGATE_PORT" "$((PHIGATE_PORT_BASE + 580))" >/dev/null
 sed -i 's/^  log_level: info/  log_level: warn/' "$WORK/phigate/phigate.yaml"
+# The same phigate with the audit log switched off: what durability costs.
+sed -e "s/^  enabled: true/  enabled: false/" -e "s/port: $PHIGATE_PORT\$/port: $NOAUDIT_PORT/" \
+    -e "s/port: $((PHIGATE_PORT - 126))\$/port: $((NOAUDIT_PORT - 126))/" \
+    -e "s/port: $((PHIGATE_PORT_BASE + 580))\$/port: $((PHIGATE_PORT_BASE + 590))/" \
+    -e "s#phigate.pid#phigate-noaudit.pid#; s#phigate.log#phigate-noaudit.log#" \
+    "$WORK/phigate/phigate.yaml" > "$WORK/phigate/phigate-noaudit.yaml"
 AGENT_PW=$(<"$WORK/phigate/secrets/demo_agent")
 
 pids=()
@@ -71,10 +78,12 @@ runuser -u postgres -- pgbouncer "$WORK/pgbouncer/pgbouncer.ini" >/dev/null 2>&1
 pids+=($!)
 "$REPO/$BUILD/phigate" --config "$WORK/phigate/phigate.yaml" 2>>"$WORK/phigate.stderr" &
 pids+=($!)
+"$REPO/$BUILD/phigate" --config "$WORK/phigate/phigate-noaudit.yaml" 2>>"$WORK/phigate.stderr" &
+pids+=($!)
 
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
               echo "bench: nothing listens on $1" >&2; exit 1; }
-wait_port "$STACK_PGBOUNCER_PORT"; wait_port "$PHIGATE_PORT"
+wait_port "$STACK_PGBOUNCER_PORT"; wait_port "$PHIGATE_PORT"; wait_port "$NOAUDIT_PORT"
 for p in "${pids[@]}"; do
   kill -0 "$p" 2>/dev/null || { echo "bench: a server did not start:"; tail -5 "$WORK/phigate.stderr"; exit 1; }
 done
@@ -93,6 +102,7 @@ run_one() { # target mode -> tps
     direct) port=$STACK_PG_PORT user=$STACK_PG_USER pw=$STACK_PG_PASSWORD ;;
     pgbouncer) port=$STACK_PGBOUNCER_PORT user=demo_agent pw=$AGENT_PW ;;
     phigate) port=$PHIGATE_PORT user=demo_agent pw=$AGENT_PW ;;
+    noaudit) port=$NOAUDIT_PORT user=demo_agent pw=$AGENT_PW ;;
   esac
   PGPASSWORD=$pw pgbench -n -S -M "$2" -c "$CLIENTS" -j 2 -T "$SECONDS_PER_RUN" \
     -h 127.0.0.1 -p "$port" -U "$user" bench 2>&1 |
@@ -100,12 +110,20 @@ run_one() { # target mode -> tps
 }
 
 declare -A results
-TARGETS="direct pgbouncer phigate"
+# Records in the audit log so far (all files): lines, one record each.
+audit_records() { cat "$WORK"/phigate/audit/audit-*.jsonl 2>/dev/null | wc -l; }
+TARGETS="direct pgbouncer phigate noaudit"
 echo "bench: pgbench -S, scale $SCALE, $CLIENTS clients, 2 threads, ${SECONDS_PER_RUN}s x $ROUNDS rounds, interleaved"
 for r in $(seq 1 "$ROUNDS"); do
   for m in $MODES; do
     for t in $TARGETS; do
+      before=$(audit_records)
+      t0=$(date +%s.%N)
       tps=$(run_one "$t" "$m")
+      if [[ $t == phigate ]]; then
+        rate=$(awk -v n=$(( $(audit_records) - before )) -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN {printf "%.0f", n / (t1 - t0)}')
+        results[$m.records]+="$rate "
+      fi
       printf 'round %d  %-9s %-9s %10.0f tps\n' "$r" "$m" "$t" "${tps:-0}"
       results[$m.$t]+="${tps:-0} "
     done
@@ -114,8 +132,18 @@ done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo
-printf '%-9s %12s %12s %12s %16s %18s\n' mode direct pgbouncer phigate phigate/direct phigate/pgbouncer
+echo "phigate = policy + audit log with fdatasync before results are released (group commit);"
+echo "noaudit = the same phigate with audit.enabled: false."
+printf '%-9s %10s %10s %10s %10s %14s %17s %15s %16s\n' mode direct pgbouncer phigate noaudit phigate/direct phigate/pgbouncer noaudit/pgbouncer audit-records/s
 for m in $MODES; do
-  d=$(median <<< "${results[$m.direct]}"); b=$(median <<< "${results[$m.pgbouncer]}"); p=$(median <<< "${results[$m.phigate]}")
-  awk -v m="$m" -v d="$d" -v b="$b" -v p="$p" 'BEGIN {printf "%-9s %12.0f %12.0f %12.0f %16.2f %18.2f\n", m, d, b, p, p/d, p/b}'
+  d=$(median <<< "${results[$m.direct]}"); b=$(median <<< "${results[$m.pgbouncer]}")
+  p=$(median <<< "${results[$m.phigate]}"); n=$(median <<< "${results[$m.noaudit]}")
+  r=$(median <<< "${results[$m.records]}")
+  awk -v m="$m" -v d="$d" -v b="$b" -v p="$p" -v n="$n" -v r="$r" 'BEGIN {
+    printf "%-9s %10.0f %10.0f %10.0f %10.0f %14.2f %17.2f %15.2f %16.0f\n", m, d, b, p, n, p/d, p/b, n/b, r }'
+done
+echo "audit cost (1 - phigate/noaudit):"
+for m in $MODES; do
+  p=$(median <<< "${results[$m.phigate]}"); n=$(median <<< "${results[$m.noaudit]}")
+  awk -v m="$m" -v p="$p" -v n="$n" 'BEGIN {printf "  %-9s %5.1f%%\n", m, 100 * (1 - p / n)}'
 done

@@ -64,6 +64,14 @@ STACK_ENV_LINE=$(scripts/stack.sh env | grep '^export STACK_DIR=')
 eval "$STACK_ENV_LINE"
 export PHIGATE_STACK_ENV=$STACK_DIR/stack.env
 
+# pgTAP inside PostgreSQL: each masking expression as generated for PostgreSQL maps
+# the fixture's values to what phigate's own stream masker makes of them, and every
+# rewrite of the engine's unit cases runs on the real servers.
+if [[ -z ${PYTEST_ARGS:-} ]]; then
+  echo "run-integration: pgTAP (tests/pgtap/run.sh)"
+  ( eval "$(scripts/stack.sh env)"; PHIGATE_BUILD=$BUILD tests/pgtap/run.sh )
+fi
+
 # PYTEST_ARGS is split like a shell command line, so quotes work: PYTEST_ARGS="-k 'tls and not plain'"
 eval "extra=(${PYTEST_ARGS:-})"
 set +e
