@@ -1,6 +1,7 @@
 #include "gate/limits.h"
 
 #include <stdlib.h>
+#include <time.h>
 
 typedef struct slot {
     int connections;
@@ -12,6 +13,13 @@ struct identity_limits {
     size_t n;
     slot *slots;
 };
+
+uint64_t limits_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 identity_limits *limits_new(size_t n)
 {

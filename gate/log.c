@@ -41,6 +41,14 @@ bool log_open_file(const char *path)
 
 void log_msg(log_level level, const char *prefix, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
+    log_msgv(level, prefix, fmt, ap);
+    va_end(ap);
+}
+
+void log_msgv(log_level level, const char *prefix, const char *fmt, va_list ap)
+{
     if (!log_enabled(level))
         return;
     FILE *out = log_stream ? log_stream : stderr;
@@ -52,10 +60,7 @@ void log_msg(log_level level, const char *prefix, const char *fmt, ...)
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
 
     char line[2048];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
     /* One fprintf per line so concurrent writers never interleave within a line. */
     fprintf(out, "%s.%03ldZ %s %s%s%s%s\n", when, ts.tv_nsec / 1000000, level_names[level],
             prefix ? "[" : "", prefix ? prefix : "", prefix ? "] " : "", line);

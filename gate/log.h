@@ -24,6 +24,10 @@ bool log_open_file(const char *path);
 void log_msg(log_level level, const char *prefix, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The same with a va_list, for wrappers that add their own prefix (sessions). */
+void log_msgv(log_level level, const char *prefix, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
 #define log_debug(...) log_msg(LOG_LEVEL_DEBUG, NULL, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LEVEL_INFO, NULL, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LEVEL_WARN, NULL, __VA_ARGS__)

@@ -151,14 +151,10 @@ static uint32_t my_server_next_connection_id(my_server *srv)
 
 void my_session_log(my_session *s, int level, const char *fmt, ...)
 {
-    if (!log_enabled((log_level)level))
-        return;
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    log_msgv((log_level)level, s->prefix, fmt, ap);
     va_end(ap);
-    log_msg((log_level)level, s->prefix, "%s", msg);
 }
 
 /* Impossible transitions are bugs: a DEAD session never comes back. */
@@ -193,10 +189,8 @@ bool my_session_take_connection_slot(my_session *s)
 
 bool my_session_take_statement_token(my_session *s)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-    return limits_take_statement(s->server->limits, identity_index(s), s->identity->statements_per_second, now);
+    return limits_take_statement(s->server->limits, identity_index(s), s->identity->statements_per_second,
+                                 limits_now_ns());
 }
 
 static void session_free(my_session *s)

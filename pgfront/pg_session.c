@@ -82,14 +82,10 @@ bool pg_server_upstream_addr(const pg_server *srv, int i, struct sockaddr_storag
 
 void pg_session_log(pg_session *s, int level, const char *fmt, ...)
 {
-    if (!log_enabled((log_level)level))
-        return;
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    log_msgv((log_level)level, s->prefix, fmt, ap);
     va_end(ap);
-    log_msg((log_level)level, s->prefix, "%s", msg);
 }
 
 /* Impossible transitions are bugs: a DEAD session never comes back. */
@@ -124,10 +120,8 @@ bool pg_session_take_connection_slot(pg_session *s)
 
 bool pg_session_take_statement_token(pg_session *s)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-    return limits_take_statement(s->server->limits, identity_index(s), s->identity->statements_per_second, now);
+    return limits_take_statement(s->server->limits, identity_index(s), s->identity->statements_per_second,
+                                 limits_now_ns());
 }
 
 static void session_free(pg_session *s)
