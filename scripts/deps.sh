@@ -15,7 +15,7 @@ PACKAGES=(
   mariadb-server mariadb-client redis-server pgbouncer
   # integration tests and client compatibility checks
   python3-pytest python3-psycopg python3-pymysql python3-redis
-  python3-cryptography python3-jwt
+  python3-cryptography python3-jwt python3-yaml
   libpostgresql-jdbc-java default-jdk-headless
   # benchmarks, tooling, web console tests
   sysbench openssl procps chromium chromium-driver
