@@ -18,7 +18,6 @@
 #include "gate/log.h"
 #include "myfront/my_session.h"
 
-#define DEFAULT_RULES_DIR "masking-rules"
 #define NAME_MAX_LEN 256
 
 /* ---- engine loading --------------------------------------------------------------- */
@@ -161,14 +160,11 @@ sqlp_engine *my_policy_load_engine(const config *cfg, const cfg_upstream *up, ch
     if (ok)
         feed_views(m, cat, up);
     mysql_close(m);
-    const char *rules = cfg->masking_rules_dir ? cfg->masking_rules_dir : DEFAULT_RULES_DIR;
-    if (ok && !sqlp_catalog_load_rules(cat, rules, err, errlen))
-        ok = false;
     if (!ok) {
         sqlp_catalog_free(cat);
         return NULL;
     }
-    return sqlp_engine_new(cat);
+    return sqlp_engine_from_catalog(cat, cfg->masking_rules_dir, err, errlen);
 }
 
 /* ---- per-session state ------------------------------------------------------------- */

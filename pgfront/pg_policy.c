@@ -20,7 +20,6 @@
 #include "pgfront/pg_hold.h"
 #include "pgfront/pg_session.h"
 
-#define DEFAULT_RULES_DIR "masking-rules"
 #define MAX_TRACKED_STATEMENTS 1024
 
 /* ---- engine loading ----------------------------------------------------------- */
@@ -77,14 +76,11 @@ sqlp_engine *pg_policy_load_engine(const config *cfg, const cfg_upstream *up, ch
     bool ok = feed_catalog(cat, res, err, errlen);
     PQclear(res);
     PQfinish(pg);
-    const char *rules = cfg->masking_rules_dir ? cfg->masking_rules_dir : DEFAULT_RULES_DIR;
-    if (ok && !sqlp_catalog_load_rules(cat, rules, err, errlen))
-        ok = false;
     if (!ok) {
         sqlp_catalog_free(cat);
         return NULL;
     }
-    return sqlp_engine_new(cat);
+    return sqlp_engine_from_catalog(cat, cfg->masking_rules_dir, err, errlen);
 }
 
 /* ---- statement bookkeeping --------------------------------------------------- */

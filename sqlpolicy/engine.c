@@ -164,6 +164,15 @@ static sqlp_decision *simple_deny(const char *rule, const char *reason)
 
 /* ---- engine ---------------------------------------------------------------------- */
 
+sqlp_engine *sqlp_engine_from_catalog(sqlp_catalog *cat, const char *rules_dir, char *err, size_t errlen)
+{
+    if (!sqlp_catalog_load_rules(cat, rules_dir ? rules_dir : SQLP_DEFAULT_RULES_DIR, err, errlen)) {
+        sqlp_catalog_free(cat);
+        return NULL;
+    }
+    return sqlp_engine_new(cat);
+}
+
 sqlp_engine *sqlp_engine_new(sqlp_catalog *cat)
 {
     if (!cat)

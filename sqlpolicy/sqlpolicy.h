@@ -255,6 +255,12 @@ typedef struct sqlp_engine sqlp_engine;
 
 /* The engine takes ownership of the catalog. */
 sqlp_engine *sqlp_engine_new(sqlp_catalog *cat);
+/* Where the masking rules are when the configuration names no folder. */
+#define SQLP_DEFAULT_RULES_DIR "masking-rules"
+/* What both fronts do once the upstream's columns are in cat: load the masking
+ * rules from rules_dir (NULL: the default) and build the engine.  Takes the
+ * catalog in every case; NULL with err when the rules do not load. */
+sqlp_engine *sqlp_engine_from_catalog(sqlp_catalog *cat, const char *rules_dir, char *err, size_t errlen);
 void sqlp_engine_ref(sqlp_engine *eng);
 void sqlp_engine_unref(sqlp_engine *eng);
 const sqlp_catalog *sqlp_engine_catalog(const sqlp_engine *eng);
