@@ -17,12 +17,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gate/audit_log.h"
+#include "gate/audit_session.h"
 #include "sqlpolicy/sqlpolicy.h"
 
 struct evbuffer;
 typedef struct my_session my_session;
 
+/* At accept: the session's audit_session (the log may be off). */
+void my_audit_init(my_session *s);
 void my_audit_connect(my_session *s);
 void my_audit_auth_failure(my_session *s, const char *reason);
 void my_audit_disconnect(my_session *s, const char *why);
@@ -30,11 +32,15 @@ void my_audit_disconnect(my_session *s, const char *why);
 const char *my_audit_unavailable(my_session *s);
 
 /* The statement record (results wait until it is durable) and the start of its
- * result.  decision NULL: phigate refused it before any decision (reason given). */
+ * result.  decision NULL: a command that is not SQL text (COM_INIT_DB), refused
+ * when reason is set.  approval_id: the approval that released a held statement. */
 void my_audit_statement(my_session *s, const char *sql, size_t len, const sqlp_decision *d, const char *reason,
-                        const audit_param *params, size_t nparams);
+                        const audit_param *params, size_t nparams, const char *approval_id);
+/* Approval events of the next statement ("approved", "denied", "timeout", "withdrawn", ...). */
+void my_audit_approval(my_session *s, const char *event, const char *request_id, const char *approver,
+                       const char *reason, const char *fingerprint);
 /* Keyed hash of one parameter value, "hmac:<16 hex>", for statement records. */
-void my_audit_param_token(my_session *s, const uint8_t *v, size_t len, char out[32]);
+void my_audit_param_token(my_session *s, const uint8_t *v, size_t len, char out[AUDIT_PARAM_TOKEN_LEN]);
 
 /* Bytes of the current result: as the database sent them (db) and as the agent
  * got them (agent); the same range for bytes forwarded unchanged. */

@@ -12,6 +12,7 @@
 struct event_base;
 struct config;
 struct audit_log;
+struct approvals;
 
 typedef struct my_server my_server;
 
@@ -21,6 +22,8 @@ my_server *my_server_new(struct event_base *base, const struct config *cfg, stru
 /* Close every session (their disconnect records are appended); then close the
  * audit log, then my_server_free, which frees them. */
 void my_server_shutdown(my_server *srv);
+/* Held statements wait for approvals through a (NULL: refused). */
+void my_server_set_approvals(my_server *srv, struct approvals *a);
 void my_server_free(my_server *srv);
 size_t my_server_session_count(const my_server *srv);
 

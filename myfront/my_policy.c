@@ -174,6 +174,7 @@ typedef struct my_policy_state {
     size_t nstmts, cap;
     char *pending_text;      /* the PREPARE in flight */
     sqlp_decision *pending_d;
+    char *pending_approval;
     /* the result set being relayed: masks for raw PHI columns */
     char **col_mask;         /* per column, NULL when the column is fine */
     uint8_t *col_type;
@@ -216,6 +217,7 @@ static void clear_stmt(my_stmt *st)
     free(st->text);
     free(st->types);
     free(st->long_data);
+    free(st->approval_id);
     sqlp_decision_free(st->d);
 }
 
@@ -244,17 +246,20 @@ bool my_policy_statement_table_full(my_session *s) { return state_of(s)->nstmts 
 static void drop_pending(my_policy_state *ps)
 {
     free(ps->pending_text);
+    free(ps->pending_approval);
     sqlp_decision_free(ps->pending_d);
     ps->pending_text = NULL;
+    ps->pending_approval = NULL;
     ps->pending_d = NULL;
 }
 
-void my_policy_prepare_sent(my_session *s, const char *text, size_t len, sqlp_decision *d)
+void my_policy_prepare_sent(my_session *s, const char *text, size_t len, sqlp_decision *d, const char *approval_id)
 {
     my_policy_state *ps = state_of(s);
     drop_pending(ps);
     ps->pending_text = strndup(text, len);
     ps->pending_d = d;
+    ps->pending_approval = approval_id ? strdup(approval_id) : NULL;
 }
 
 void my_policy_prepare_failed(my_session *s) { drop_pending(state_of(s)); }
@@ -282,11 +287,13 @@ bool my_policy_prepare_ok(my_session *s, const my_prepare_ok *ok)
         .ncols = ok->columns,
         .text = ps->pending_text,
         .d = ps->pending_d,
+        .approval_id = ps->pending_approval,
         .types = calloc((size_t)ok->params * 2 + 1, 1),
         .long_data = calloc(((size_t)ok->params + 7) / 8 + 1, 1),
     };
     ps->pending_text = NULL;
     ps->pending_d = NULL;
+    ps->pending_approval = NULL;
     return true;
 }
 

@@ -47,10 +47,12 @@ typedef struct my_stmt {
     uint8_t *types;         /* 2 bytes per parameter, from the last EXECUTE that sent them */
     bool types_known;
     uint8_t *long_data;     /* bitmap: parameters sent with COM_STMT_SEND_LONG_DATA */
+    char *approval_id;      /* the approval that released its held PREPARE, or NULL */
 } my_stmt;
 
-/* A PREPARE was sent upstream with this decision (reference taken over). */
-void my_policy_prepare_sent(my_session *s, const char *text, size_t len, sqlp_decision *d);
+/* A PREPARE was sent upstream with this decision (reference taken over);
+ * approval_id: the approval that released it when it was held. */
+void my_policy_prepare_sent(my_session *s, const char *text, size_t len, sqlp_decision *d, const char *approval_id);
 /* Its answer: the statement is registered (false: table full, the session fails). */
 bool my_policy_prepare_ok(my_session *s, const my_prepare_ok *ok);
 void my_policy_prepare_failed(my_session *s);

@@ -36,6 +36,7 @@
 #include "gate/conn.h"
 #include "gate/log.h"
 #include "myfront/my_audit.h"
+#include "myfront/my_hold.h"
 #include "myfront/my_policy.h"
 #include "myfront/my_session.h"
 
@@ -188,7 +189,7 @@ static void pause_client(my_session *s)
  * command's response is pending with a full input queue behind it. */
 static void resume_client(my_session *s)
 {
-    if (!s->client_paused || s->state != MYC_ACTIVE)
+    if (!s->client_paused || s->state != MYC_ACTIVE || my_hold_waiting(s))
         return;
     if (evbuffer_get_length(conn_output(s->upstream)) > buffer_limit(s))
         return;
@@ -249,10 +250,13 @@ static void statement(my_session *s, const chain_info *ci, const uint8_t *text, 
         return;
     }
     sqlp_decision *d = my_policy_decide(s, sql, len);
+    /* A one-packet command waits for an approval (recorded when the outcome is known). */
+    if (d->verdict == SQLP_HOLD && ci->npackets == 1 && my_hold_start(s, ci->wire, sql, len, d))
+        return;
     bool refused = d->verdict != SQLP_ALLOW && d->verdict != SQLP_REWRITE;
     /* Queries are recorded now; a PREPARE at each EXECUTE, or now if it is refused. */
     if (cmd == MY_COM_QUERY || refused)
-        my_audit_statement(s, sql, len, d, NULL, NULL, 0);
+        my_audit_statement(s, sql, len, d, NULL, NULL, 0, NULL);
     if (refused) {
         drop(s, ci);
         refuse_decision(s, d);
@@ -272,7 +276,7 @@ static void statement(my_session *s, const chain_info *ci, const uint8_t *text, 
     /* Kept before the packet that sql points into moves on. */
     bool rewrite = d->verdict == SQLP_REWRITE;
     if (cmd == MY_COM_STMT_PREPARE)
-        my_policy_prepare_sent(s, sql, len, d); /* keeps the reference */
+        my_policy_prepare_sent(s, sql, len, d, NULL); /* keeps the reference */
     if (rewrite) {
         uint8_t *p = malloc(d->upstream_len + 1);
         p[0] = cmd;
@@ -288,6 +292,55 @@ static void statement(my_session *s, const chain_info *ci, const uint8_t *text, 
     s->binary_rows = false;
     if (cmd != MY_COM_STMT_PREPARE)
         sqlp_decision_free(d);
+}
+
+/* ---- held statements (my_hold.c) --------------------------------------------------- */
+
+void my_relay_run_approved(my_session *s, size_t wire, const char *sql, size_t len, sqlp_decision *d,
+                           const char *text, const char *approval_id)
+{
+    uint8_t cmd = s->command;
+    size_t tlen = text ? strlen(text) : 0;
+    if (!text || tlen + 1 >= MY_MAX_PACKET) {
+        my_relay_refuse_held(s, wire, sql, len, d, MY_ER_UNKNOWN_ERROR, "HY000",
+                             text ? "statement approved, but with the approval's row cap it is too long"
+                                  : "out of memory applying the approval's row cap");
+        sqlp_decision_free(d);
+        return;
+    }
+    /* Queries are recorded now; a PREPARE at each EXECUTE, with the approval's id. */
+    if (cmd == MY_COM_QUERY)
+        my_audit_statement(s, sql, len, d, NULL, NULL, 0, approval_id);
+    s->scrub_errors = d->touches_phi;
+    s->binary_rows = false;
+    evbuffer_drain(conn_input(s->client), wire);
+    uint8_t *p = malloc(tlen + 1);
+    p[0] = cmd;
+    memcpy(p + 1, text, tlen);
+    my_put_packet(conn_output(s->upstream), 0, p, tlen + 1);
+    free(p);
+    if (cmd == MY_COM_STMT_PREPARE)
+        my_policy_prepare_sent(s, sql, len, d, approval_id); /* keeps the reference */
+    else
+        sqlp_decision_free(d);
+    set_rstate(s, cmd == MY_COM_QUERY ? MYR_RESULT : MYR_PREPARE);
+}
+
+void my_relay_refuse_held(my_session *s, size_t wire, const char *sql, size_t len, const sqlp_decision *d,
+                          uint16_t code, const char *sqlstate, const char *message)
+{
+    my_audit_statement(s, sql, len, d, NULL, NULL, 0, NULL);
+    evbuffer_drain(conn_input(s->client), wire);
+    my_relay_refuse(s, code, sqlstate, message);
+}
+
+void my_relay_resume(my_session *s)
+{
+    if (s->state != MYC_ACTIVE)
+        return;
+    resume_client(s);
+    my_relay_client_data(s);
+    my_session_flush(s);
 }
 
 static bool same_server(const cfg_upstream *a, const cfg_upstream *b)
@@ -314,14 +367,14 @@ static void init_db(my_session *s, const chain_info *ci, const uint8_t *name, si
     int tlen = snprintf(text, sizeof text, "/* COM_INIT_DB */ USE `%s`", db);
     drop(s, ci);
     if (!to) {
-        my_audit_statement(s, text, (size_t)tlen, NULL, why, NULL, 0);
+        my_audit_statement(s, text, (size_t)tlen, NULL, why, NULL, 0, NULL);
         my_relay_refuse(s, code, REFUSED_SQLSTATE, why);
         return;
     }
     if (to != s->up && !same_server(to, s->up)) {
         snprintf(why, sizeof why, "phigate cannot switch to database '%.64s': it is served by another server; "
                  "reconnect with it as the database", db);
-        my_audit_statement(s, text, (size_t)tlen, NULL, why, NULL, 0);
+        my_audit_statement(s, text, (size_t)tlen, NULL, why, NULL, 0, NULL);
         my_relay_refuse(s, MY_ER_DBACCESS_DENIED, REFUSED_SQLSTATE, why);
         return;
     }
@@ -331,12 +384,12 @@ static void init_db(my_session *s, const chain_info *ci, const uint8_t *name, si
         my_session_log(s, LOG_LEVEL_ERROR, "%s", err);
         snprintf(why, sizeof why, "phigate cannot analyse statements for database '%.64s': its catalog is not loaded",
                  db);
-        my_audit_statement(s, text, (size_t)tlen, NULL, why, NULL, 0);
+        my_audit_statement(s, text, (size_t)tlen, NULL, why, NULL, 0, NULL);
         my_relay_refuse(s, MY_ER_UNKNOWN_ERROR, "HY000", why);
         return;
     }
     sqlp_engine_unref(e);
-    my_audit_statement(s, text, (size_t)tlen, NULL, NULL, NULL, 0);
+    my_audit_statement(s, text, (size_t)tlen, NULL, NULL, NULL, 0, NULL);
     /* The upstream's own name for the database, which may differ from phigate's. */
     size_t dl = strlen(to->database);
     uint8_t *p = malloc(dl + 1);
@@ -423,7 +476,7 @@ static void execute(my_session *s, const chain_info *ci, const uint8_t *p, size_
     audit_param params[256];
     char tokens[256][32];
     size_t np = execute_params(s, st, &c, params, tokens, 256);
-    my_audit_statement(s, st->text, strlen(st->text), st->d, NULL, params, np);
+    my_audit_statement(s, st->text, strlen(st->text), st->d, NULL, params, np, st->approval_id);
     /* Long data is consumed by the execution it was sent for. */
     memset(st->long_data, 0, ((size_t)st->nparams + 7) / 8 + 1);
     s->scrub_errors = st->d->touches_phi;
@@ -567,7 +620,7 @@ static void handle_command(my_session *s, const chain_info *ci)
 void my_relay_client_data(my_session *s)
 {
     struct evbuffer *in = conn_input(s->client);
-    while (s->state == MYC_ACTIVE && s->rstate == MYR_IDLE && !s->client_paused) {
+    while (s->state == MYC_ACTIVE && s->rstate == MYR_IDLE && !s->client_paused && !my_hold_waiting(s)) {
         if (evbuffer_get_length(in) == 0)
             break;
         chain_info ci;
@@ -590,8 +643,9 @@ void my_relay_client_data(my_session *s)
         if (s->state == MYC_ACTIVE && evbuffer_get_length(conn_output(s->upstream)) > buffer_limit(s))
             pause_client(s);
     }
-    /* A command in flight: bytes queued behind it are bounded too. */
-    if (s->state == MYC_ACTIVE && s->rstate != MYR_IDLE && evbuffer_get_length(in) > buffer_limit(s))
+    /* A command in flight or held: bytes queued behind it are bounded too. */
+    if (s->state == MYC_ACTIVE && (s->rstate != MYR_IDLE || my_hold_waiting(s)) &&
+        evbuffer_get_length(in) > buffer_limit(s))
         pause_client(s);
 }
 
@@ -1217,7 +1271,7 @@ void my_relay_upstream_data(my_session *s)
 {
     struct evbuffer *in = conn_input(s->upstream);
     while (s->state == MYC_ACTIVE && !s->upstream_paused) {
-        if (s->audit_pending > 0) {
+        if (s->aud.pending > 0) {
             /* Results wait for their statement records to be durable. */
             hold_for_audit(s, in);
             return;

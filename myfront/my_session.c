@@ -24,6 +24,7 @@
 #include "gate/log.h"
 #include "gate/tls.h"
 #include "myfront/my_audit.h"
+#include "myfront/my_hold.h"
 #include "myfront/my_policy.h"
 
 /* Never advertised: compression (declined), LOCAL INFILE (refused), query
@@ -49,6 +50,7 @@ struct my_server {
     struct evconnlistener *listener;
     struct event *reaper;
     struct audit_log *audit;
+    struct approvals *approvals;     /* NULL: approvals are off */
     identity_limits *limits;         /* per identity: connections and statement rate */
     my_session *dead;
     my_session *all;
@@ -85,6 +87,8 @@ SSL_CTX *my_server_tls_ctx(const my_server *srv) { return srv->tls_ctx; }
 SSL_CTX *my_server_upstream_tls(const my_server *srv, int i) { return srv->upstream_tls[i]; }
 const uint8_t *my_server_mock_secret(const my_server *srv) { return srv->mock_secret; }
 struct audit_log *my_server_audit(const my_server *srv) { return srv->audit; }
+struct approvals *my_server_approvals(const my_server *srv) { return srv->approvals; }
+void my_server_set_approvals(my_server *srv, struct approvals *a) { srv->approvals = a; }
 size_t my_server_session_count(const my_server *srv) { return srv->nsessions; }
 
 uint32_t my_server_capabilities(const my_server *srv)
@@ -226,7 +230,7 @@ static void reaper_cb(evutil_socket_t fd, short what, void *arg)
         srv->dead = s->next_dead;
         s->on_dead_list = false;
         /* Durable-callbacks still to come point at it: freed when the last one runs. */
-        if (s->audit_pending == 0)
+        if (s->aud.pending == 0)
             session_free(s);
     }
 }
@@ -248,6 +252,7 @@ void my_session_close(my_session *s, const char *why)
     if (s->state == MYC_DEAD)
         return;
     my_session_log(s, LOG_LEVEL_INFO, "closing: %s", why);
+    my_hold_withdraw(s, why);
     my_audit_disconnect(s, why);
     my_session_set_state(s, MYC_DEAD);
     if (s->client)
@@ -443,6 +448,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     snprintf(s->prefix, sizeof s->prefix, "my#%llu %s", (unsigned long long)s->id, s->client_addr);
     s->client = conn_new(srv->base, fd);
     s->timer = evtimer_new(srv->base, timer_cb, s);
+    my_audit_init(s);
     s->all_next = srv->all;
     if (srv->all)
         srv->all->all_prev = s;

@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "gate/audit_session.h"
 #include "gate/config.h"
 #include "gate/scram.h"
 #include "myfront/my_front.h"
@@ -170,13 +171,11 @@ typedef struct my_session {
     struct my_policy_state *policy;
     struct sqlp_session *sqlsession;
     bool scrub_errors;            /* the statement in flight touches PHI: scrub its ERR text */
+    struct my_held *held;         /* a statement waiting for approval (my_hold.c) */
 
     /* audit (my_audit.c) */
     struct my_audit_state *audit;
-    char audit_session[48];
-    int audit_pending;            /* statement records not yet durable: results wait for them */
-    uint64_t statements;
-    uint64_t opened_ns;
+    audit_session aud;            /* records, and those not yet durable: results wait for them */
     bool audit_held;              /* stopped reading upstream: results wait for the audit log */
     bool upstream_paused;         /* stopped reading upstream: client output is full */
     bool client_paused;           /* stopped reading client: upstream output is full */
@@ -203,6 +202,8 @@ SSL_CTX *my_server_upstream_tls(const my_server *srv, int upstream_index);
 bool my_server_upstream_addr(const my_server *srv, int upstream_index, struct sockaddr_storage *ss, socklen_t *len);
 const uint8_t *my_server_mock_secret(const my_server *srv);
 struct audit_log *my_server_audit(const my_server *srv);
+/* The approval queue, or NULL when approvals are off (held statements are refused). */
+struct approvals *my_server_approvals(const my_server *srv);
 /* The engine of an upstream (a new reference), loading it now if the start could not. */
 struct sqlp_engine *my_server_engine(my_server *srv, int upstream_index, char *err, size_t errlen);
 /* "<upstream's version>-phigate", for the greeting. */
@@ -240,6 +241,16 @@ void my_relay_free(my_session *s);
 bool my_relay_check_ok_state(my_session *s, const my_ok *ok);
 /* COM_QUERY of MY_SETUP_SQL to the upstream, sequence id 0. */
 void my_upstream_send_setup(my_session *s);
+/* A held command (wire bytes at the head of the client's input) approved:
+ * text (the masked statement under the row cap; NULL when out of memory) goes
+ * upstream in its place; takes over d. */
+void my_relay_run_approved(my_session *s, size_t wire, const char *sql, size_t len, sqlp_decision *d,
+                           const char *text, const char *approval_id);
+/* A held command refused: its statement record, then the ERR. */
+void my_relay_refuse_held(my_session *s, size_t wire, const char *sql, size_t len, const sqlp_decision *d,
+                          uint16_t code, const char *sqlstate, const char *message);
+/* After a hold ended: handle the commands that waited behind it. */
+void my_relay_resume(my_session *s);
 /* Answer the client's command (seq 1 onwards) with an ERR, nothing sent upstream. */
 void my_relay_refuse(my_session *s, uint16_t code, const char *sqlstate, const char *message);
 

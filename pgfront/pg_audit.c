@@ -10,33 +10,26 @@
 #include "pgfront/pg_audit.h"
 
 #include <event2/buffer.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "gate/audit_log.h"
+#include "gate/audit_session.h"
 #include "gate/conn.h"
 #include "gate/log.h"
 #include "pgfront/pg_policy.h"
 #include "pgfront/pg_session.h"
 
 #define MAX_PORTALS 64
-#define PARAM_TOKEN_LEN 32 /* "hmac:" + 16 hex + NUL fits */
+#define PARAM_TOKEN_LEN AUDIT_PARAM_TOKEN_LEN
 
 typedef enum { TRACK_QUERY, TRACK_EXECUTE } track_kind;
 
 typedef struct tracker {
     struct tracker *next;
     track_kind kind;
-    uint64_t stmt;
     uint64_t ordinal;
-    uint64_t started_ns;
-    uint64_t rows, bytes;
-    EVP_MD_CTX *db, *agent;
-    char sqlstate[6];
+    audit_result r;
 } tracker;
 
 typedef struct portal {
@@ -63,27 +56,20 @@ static pg_audit_state *state_of(pg_session *s)
     return s->audit;
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static const char *tls_version(pg_session *s)
 {
     SSL *ssl = s->client ? conn_ssl(s->client) : NULL;
     return ssl ? SSL_get_version(ssl) : NULL;
 }
 
-/* ---- durability ---------------------------------------------------------------- */
+/* ---- durability and session events ------------------------------------------------- */
 
+/* A statement record is on disk (or failed): audit_session counted it down. */
 static void on_durable(void *arg, bool ok)
 {
     pg_session *s = arg;
-    s->audit_pending--;
     if (s->state == PGC_DEAD) {
-        if (s->audit_pending == 0)
+        if (s->aud.pending == 0)
             pg_session_requeue_free(s);
         return;
     }
@@ -95,69 +81,41 @@ static void on_durable(void *arg, bool ok)
                         "the administrator must fix the audit log (see phigate's log)");
         return;
     }
-    if (s->audit_pending == 0 && s->state == PGC_ACTIVE) {
+    if (s->aud.pending == 0 && s->state == PGC_ACTIVE) {
         pg_relay_audit_released(s);
         pg_session_flush(s);
     }
 }
 
-static void append_waited(pg_session *s, audit_rec *rec)
+void pg_audit_init(pg_session *s)
 {
-    s->audit_pending++;
-    audit_log_append(log_of(s), rec, on_durable, s);
+    audit_session_init(&s->aud, log_of(s), "postgres", on_durable, s);
 }
 
-const char *pg_audit_unavailable(pg_session *s)
-{
-    return log_of(s) ? audit_log_failed_reason(log_of(s)) : NULL;
-}
-
-/* ---- session events ------------------------------------------------------------- */
+const char *pg_audit_unavailable(pg_session *s) { return audit_session_unavailable(&s->aud); }
 
 void pg_audit_connect(pg_session *s)
 {
-    if (!log_of(s))
-        return;
-    s->opened_ns = now_ns();
-    audit_log_next_session(log_of(s), s->audit_session);
-    audit_connect_info c = {s->audit_session, "postgres", s->client_addr, tls_version(s), s->user,
-                            s->scram_method, s->database, s->identity->role->name};
-    audit_log_append(log_of(s), audit_rec_connect(&c), NULL, NULL);
+    audit_session_connect(&s->aud, s->client_addr, tls_version(s), s->user, s->scram_method, s->database,
+                          s->identity->role->name);
 }
 
 void pg_audit_auth_failure(pg_session *s, const char *reason)
 {
-    if (!log_of(s))
-        return;
-    char session[AUDIT_SESSION_LEN];
-    audit_log_next_session(log_of(s), session);
-    audit_auth_failure_info a = {session, "postgres", s->client_addr, tls_version(s), s->user,
-                                 "scram-sha-256", reason};
-    audit_log_append(log_of(s), audit_rec_auth_failure(&a), NULL, NULL);
+    audit_session_auth_failure(&s->aud, s->client_addr, tls_version(s), s->user, "scram-sha-256", reason);
 }
 
-void pg_audit_disconnect(pg_session *s, const char *why)
-{
-    if (!log_of(s) || !s->audit_session[0])
-        return;
-    uint64_t dur = (now_ns() - s->opened_ns) / 1000;
-    audit_log_append(log_of(s), audit_rec_disconnect(s->audit_session, why, s->statements, dur), NULL, NULL);
-}
+void pg_audit_disconnect(pg_session *s, const char *why) { audit_session_disconnect(&s->aud, why); }
 
 /* ---- statements ------------------------------------------------------------------ */
 
-static void push_tracker(pg_session *s, track_kind kind, uint64_t stmt)
+static void push_tracker(pg_session *s, track_kind kind)
 {
     pg_audit_state *st = state_of(s);
     tracker *t = calloc(1, sizeof *t);
     t->kind = kind;
-    t->stmt = stmt;
     t->ordinal = s->syncs_sent + 1;
-    t->started_ns = now_ns();
-    t->db = EVP_MD_CTX_new();
-    t->agent = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(t->db, EVP_sha256(), NULL);
-    EVP_DigestInit_ex(t->agent, EVP_sha256(), NULL);
+    audit_result_begin(&t->r, s->aud.statements);
     if (st->tail)
         st->tail->next = t;
     else
@@ -165,93 +123,9 @@ static void push_tracker(pg_session *s, track_kind kind, uint64_t stmt)
     st->tail = t;
 }
 
-static void column_facts(const sqlp_decision *d, audit_column *cols, size_t max, size_t *n)
-{
-    *n = 0;
-    for (size_t i = 0; d && i < d->nstatements; i++) {
-        const sqlp_statement *st = &d->statements[i];
-        for (size_t c = 0; c < st->ncolumns && *n < max; c++)
-            cols[(*n)++] = (audit_column){st->columns[c].name, st->columns[c].mask};
-    }
-}
-
-#define MAX_TABLES 32
-
-/* Base tables the output columns derive from ("schema.table.column" lineage),
- * for evidence queries by table (phigatectl audit export --table). */
-static size_t lineage_tables(const sqlp_decision *d, char names[MAX_TABLES][128])
-{
-    size_t n = 0;
-    for (size_t i = 0; d && i < d->nstatements; i++) {
-        for (size_t c = 0; c < d->statements[i].ncolumns; c++) {
-            const char *p = d->statements[i].columns[c].sources;
-            while (p && *p) {
-                const char *end = strchr(p, ',');
-                size_t len = end ? (size_t)(end - p) : strlen(p);
-                const char *dot2 = memrchr(p, '.', len);
-                const char *dot1 = dot2 ? memrchr(p, '.', (size_t)(dot2 - p)) : NULL;
-                if (dot1 && dot2 && n < MAX_TABLES && (size_t)(dot2 - dot1 - 1) < 128) {
-                    char t[128];
-                    snprintf(t, sizeof t, "%.*s", (int)(dot2 - dot1 - 1), dot1 + 1);
-                    size_t k;
-                    for (k = 0; k < n && strcmp(names[k], t) != 0; k++)
-                        ;
-                    if (k == n)
-                        memcpy(names[n++], t, sizeof t);
-                }
-                p = end ? end + 1 : NULL;
-            }
-        }
-    }
-    return n;
-}
-
-static void statement_record(pg_session *s, const char *sql, size_t len, const sqlp_decision *d,
-                             const audit_param *params, size_t nparams, const char *approval_id)
-{
-    audit_column cols[64];
-    size_t ncols;
-    column_facts(d, cols, 64, &ncols);
-    char table_names[MAX_TABLES][128];
-    const char *tables[MAX_TABLES];
-    size_t ntables = lineage_tables(d, table_names);
-    for (size_t i = 0; i < ntables; i++)
-        tables[i] = table_names[i];
-    /* A held statement that an approval released runs like an allowed one. */
-    bool sent = d->verdict == SQLP_ALLOW || d->verdict == SQLP_REWRITE || approval_id;
-    const char *upstream = sent ? d->upstream_sql : NULL;
-    bool rewritten = upstream && (strlen(upstream) != len || memcmp(upstream, sql, len) != 0);
-    const char *decision = approval_id ? (rewritten ? "rewrite" : "allow") : sqlp_verdict_name(d->verdict);
-    audit_statement_info info = {
-        .session = s->audit_session,
-        .stmt = s->statements,
-        .received = sql,
-        .received_len = len,
-        .upstream = upstream,
-        .upstream_len = upstream ? strlen(upstream) : 0,
-        .params = params,
-        .nparams = nparams,
-        .decision = decision,
-        .statement_class = d->nstatements ? sqlp_class_name(d->statements[0].stmt_class) : NULL,
-        .rule = d->rule,
-        .reason = d->reason,
-        .tables = tables,
-        .ntables = ntables,
-        .columns = cols,
-        .ncolumns = ncols,
-        .approval_id = approval_id,
-    };
-    append_waited(s, audit_rec_statement(&info));
-}
-
 void pg_audit_statement(pg_session *s, const char *sql, size_t len, const sqlp_decision *d, bool query)
 {
-    if (!log_of(s))
-        return;
-    s->statements++;
-    statement_record(s, sql, len, d, NULL, 0, NULL);
-    /* A Query's result (or refusal) ends at its ReadyForQuery; a refused Parse's at its error. */
-    push_tracker(s, query ? TRACK_QUERY : TRACK_EXECUTE, s->statements);
+    pg_audit_statement_approved(s, sql, len, d, query, NULL);
 }
 
 void pg_audit_statement_approved(pg_session *s, const char *sql, size_t len, const sqlp_decision *d, bool query,
@@ -259,18 +133,15 @@ void pg_audit_statement_approved(pg_session *s, const char *sql, size_t len, con
 {
     if (!log_of(s))
         return;
-    s->statements++;
-    statement_record(s, sql, len, d, NULL, 0, approval_id);
-    push_tracker(s, query ? TRACK_QUERY : TRACK_EXECUTE, s->statements);
+    audit_session_statement(&s->aud, sql, len, d, NULL, 0, approval_id);
+    /* A Query's result (or refusal) ends at its ReadyForQuery; a refused Parse's at its error. */
+    push_tracker(s, query ? TRACK_QUERY : TRACK_EXECUTE);
 }
 
 void pg_audit_approval(pg_session *s, const char *event, const char *request_id, const char *approver,
                        const char *reason, const char *fingerprint)
 {
-    if (!log_of(s))
-        return;
-    audit_approval_info a = {s->audit_session, s->statements + 1, request_id, event, approver, reason, fingerprint};
-    audit_log_append(log_of(s), audit_rec_approval(&a), NULL, NULL);
+    audit_session_approval(&s->aud, event, request_id, approver, reason, fingerprint);
 }
 
 static portal *find_portal(pg_audit_state *st, const char *name)
@@ -303,19 +174,6 @@ static portal *portal_slot(pg_audit_state *st, const char *name)
     return p;
 }
 
-/* Parameters are keyed-hashed with the role's token key: equal values compare
- * equal in the evidence, no value is ever written. */
-static void param_token(pg_session *s, const uint8_t *v, size_t len, char out[PARAM_TOKEN_LEN])
-{
-    uint8_t mac[32];
-    unsigned int maclen = sizeof mac;
-    const sqlp_role *role = &s->identity->role->policy;
-    HMAC(EVP_sha256(), role->token_key, sizeof role->token_key, v, len, mac, &maclen);
-    strcpy(out, "hmac:");
-    for (int i = 0; i < 8; i++)
-        snprintf(out + 5 + 2 * i, 3, "%02x", mac[i]);
-}
-
 void pg_audit_bind(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos, uint32_t total)
 {
     if (!log_of(s))
@@ -346,7 +204,7 @@ void pg_audit_bind(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr
         if (len < 0)
             p->null[i] = true;
         else
-            param_token(s, len > 0 ? v : (const uint8_t *)"", (size_t)(len > 0 ? len : 0), p->params[i]);
+            audit_param_token(&s->identity->role->policy, len > 0 ? v : (const uint8_t *)"", (size_t)(len > 0 ? len : 0), p->params[i]);
     }
     free(msg);
 }
@@ -372,39 +230,22 @@ void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_
     size_t np = 0;
     for (size_t i = 0; p && i < p->nparams && i < 256; i++, np++)
         params[i] = p->null[i] ? (audit_param){NULL, 0} : (audit_param){p->params[i], strlen(p->params[i])};
-    s->statements++;
     if (d) {
-        statement_record(s, text, strlen(text), d, params, np, NULL);
+        audit_session_statement(&s->aud, text, strlen(text), d, params, np, NULL);
     } else {
         /* Unknown portal: the server will fail it; still one record per Execute. */
         static const char unknown[] = "(execute of an unknown portal)";
-        audit_statement_info info = {.session = s->audit_session, .stmt = s->statements, .received = unknown,
-                                     .received_len = sizeof unknown - 1, .decision = "allow"};
-        append_waited(s, audit_rec_statement(&info));
+        audit_statement_info info = {.received = unknown, .received_len = sizeof unknown - 1, .decision = "allow"};
+        audit_session_statement_info(&s->aud, &info);
     }
-    push_tracker(s, TRACK_EXECUTE, s->statements);
+    push_tracker(s, TRACK_EXECUTE);
 }
 
 /* ---- results ------------------------------------------------------------------------ */
 
 static void finish(pg_session *s, tracker *t, bool executed)
 {
-    uint8_t db[32], agent[32];
-    unsigned int l;
-    EVP_DigestFinal_ex(t->db, db, &l);
-    EVP_DigestFinal_ex(t->agent, agent, &l);
-    audit_result_info r = {
-        .session = s->audit_session,
-        .stmt = t->stmt,
-        .rows = t->rows,
-        .bytes = t->bytes,
-        .agent_sha256 = agent,
-        .db_sha256 = db,
-        .duration_us = (now_ns() - t->started_ns) / 1000,
-        .sqlstate = t->sqlstate[0] ? t->sqlstate : NULL,
-        .error = executed ? NULL : "not executed: an earlier message of its batch failed",
-    };
-    audit_log_append(log_of(s), audit_rec_result(&r), NULL, NULL);
+    audit_result_finish(&s->aud, &t->r, executed ? NULL : "not executed: an earlier message of its batch failed");
 }
 
 static void pop_head(pg_audit_state *st)
@@ -413,28 +254,8 @@ static void pop_head(pg_audit_state *st)
     st->head = t->next;
     if (!st->head)
         st->tail = NULL;
-    EVP_MD_CTX_free(t->db);
-    EVP_MD_CTX_free(t->agent);
+    audit_result_free(&t->r);
     free(t);
-}
-
-static void hash_range(EVP_MD_CTX *ctx, struct evbuffer *b, const struct evbuffer_ptr *pos, size_t len)
-{
-    struct evbuffer_iovec v[8];
-    struct evbuffer_ptr at = *pos;
-    while (len > 0) {
-        int n = evbuffer_peek(b, (ev_ssize_t)len, &at, v, 8);
-        size_t done = 0;
-        for (int i = 0; i < n && i < 8 && done < len; i++) {
-            size_t take = v[i].iov_len < len - done ? v[i].iov_len : len - done;
-            EVP_DigestUpdate(ctx, v[i].iov_base, take);
-            done += take;
-        }
-        if (done == 0)
-            return;
-        len -= done;
-        evbuffer_ptr_set(b, &at, done, EVBUFFER_PTR_ADD);
-    }
 }
 
 /* Bookkeeping of one database message for the head tracker; true if it ends it. */
@@ -442,8 +263,8 @@ static bool note_db_message(pg_session *s, tracker *t, char type, struct evbuffe
                             const struct evbuffer_ptr *pos, uint32_t total)
 {
     if (type == 'D')
-        t->rows++;
-    if (type == 'E' && !t->sqlstate[0]) {
+        t->r.rows++;
+    if (type == 'E' && !t->r.sqlstate[0]) {
         char body[256];
         size_t want = total - PG_HEADER_LEN < sizeof body ? total - PG_HEADER_LEN : sizeof body;
         struct evbuffer_ptr at = *pos;
@@ -452,8 +273,10 @@ static bool note_db_message(pg_session *s, tracker *t, char type, struct evbuffe
         /* Fields are code byte + NUL-terminated text; find 'C'. */
         for (size_t i = 0; i + 6 < want;) {
             if (body[i] == 'C') {
-                memcpy(t->sqlstate, body + i + 1, 5);
-                t->sqlstate[5] = '\0';
+                char code[6];
+                memcpy(code, body + i + 1, 5);
+                code[5] = '\0';
+                audit_result_error(&t->r, code, NULL, 0);
                 break;
             }
             const char *nul = memchr(body + i + 1, '\0', want - i - 1);
@@ -471,7 +294,7 @@ static void end_batch(pg_session *s, uint64_t ordinal)
 {
     pg_audit_state *st = state_of(s);
     while (st->head && st->head->ordinal <= ordinal) {
-        finish(s, st->head, st->head->kind == TRACK_QUERY || st->head->rows || st->head->sqlstate[0]);
+        finish(s, st->head, st->head->kind == TRACK_QUERY || st->head->r.rows || st->head->r.sqlstate[0]);
         pop_head(st);
     }
 }
@@ -484,9 +307,8 @@ void pg_audit_server_message(pg_session *s, char type, struct evbuffer *in, cons
     pg_audit_state *st = state_of(s);
     tracker *t = st->head;
     if (t && t->ordinal == s->syncs_done + 1) {
-        hash_range(t->db, in, pos, total);
-        hash_range(t->agent, in, pos, total);
-        t->bytes += total;
+        audit_result_db(&t->r, in, pos, total);
+        audit_result_agent(&t->r, in, pos, total);
         if (note_db_message(s, t, type, in, pos, total)) {
             finish(s, t, true);
             pop_head(st);
@@ -507,7 +329,7 @@ void pg_audit_db_bytes(pg_session *s, char type, struct evbuffer *in, uint32_t t
         return;
     struct evbuffer_ptr pos;
     evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
-    hash_range(t->db, in, &pos, total);
+    audit_result_db(&t->r, in, &pos, total);
     st->complete_after_agent = note_db_message(s, t, type, in, &pos, total);
 }
 
@@ -522,8 +344,7 @@ void pg_audit_agent_bytes(pg_session *s, struct evbuffer *out, size_t from)
     size_t len = evbuffer_get_length(out) - from;
     struct evbuffer_ptr pos;
     evbuffer_ptr_set(out, &pos, from, EVBUFFER_PTR_SET);
-    hash_range(t->agent, out, &pos, len);
-    t->bytes += len;
+    audit_result_agent(&t->r, out, &pos, len);
     if (st->complete_after_agent) {
         st->complete_after_agent = false;
         finish(s, t, true);
@@ -537,7 +358,7 @@ void pg_audit_agent_sqlstate(pg_session *s, const char *sqlstate)
         return;
     tracker *t = state_of(s)->head;
     if (t && t->ordinal == s->syncs_done + 1)
-        snprintf(t->sqlstate, sizeof t->sqlstate, "%s", sqlstate);
+        snprintf(t->r.sqlstate, sizeof t->r.sqlstate, "%s", sqlstate);
 }
 
 void pg_audit_session_free(pg_session *s)

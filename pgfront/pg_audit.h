@@ -21,6 +21,8 @@ struct evbuffer;
 struct evbuffer_ptr;
 typedef struct pg_session pg_session;
 
+/* At accept: the session's audit_session (the log may be off). */
+void pg_audit_init(pg_session *s);
 void pg_audit_connect(pg_session *s);
 void pg_audit_auth_failure(pg_session *s, const char *reason);
 void pg_audit_disconnect(pg_session *s, const char *why);

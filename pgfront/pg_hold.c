@@ -7,6 +7,7 @@
 
 #include "gate/approvals.h"
 #include "gate/conn.h"
+#include "gate/hold.h"
 #include "gate/log.h"
 #include "pgfront/pg_audit.h"
 #include "pgfront/pg_policy.h"
@@ -46,29 +47,10 @@ static void resume(pg_session *s)
     pg_session_flush(s);
 }
 
-/* An approval's row cap on a single read: the approved text as a subquery
- * under LIMIT, so the server itself stops at the cap and the command tag and
- * row count stay consistent.  Newlines keep a trailing -- comment inside. */
-static char *capped_sql(const sqlp_decision *d, uint64_t row_cap)
-{
-    const char *sql = d->upstream_sql;
-    if (row_cap == 0 || d->nstatements != 1 || d->statements[0].stmt_class != SQLP_CLASS_READ)
-        return strdup(sql);
-    size_t len = strlen(sql);
-    while (len > 0 && (sql[len - 1] == ';' || sql[len - 1] == ' ' || sql[len - 1] == '\n' || sql[len - 1] == '\t' ||
-                       sql[len - 1] == '\r'))
-        len--;
-    char *out = NULL;
-    if (asprintf(&out, "SELECT * FROM (\n%.*s\n) AS phigate_row_cap LIMIT %llu", (int)len, sql,
-                 (unsigned long long)row_cap) < 0)
-        return NULL;
-    return out;
-}
-
 static void forward_approved(pg_session *s, pg_held *h, uint64_t row_cap)
 {
     struct evbuffer *in = conn_input(s->client), *up = conn_output(s->upstream);
-    char *sql = capped_sql(h->d, row_cap);
+    char *sql = hold_capped_sql(h->d, row_cap);
     if (!sql) {
         pg_relay_refuse(s, h->type, h->total, "53200", "out of memory applying the approval's row cap");
         return;
@@ -100,14 +82,12 @@ static void on_outcome(void *arg, approval_outcome outcome, const approval_resul
     pg_session *s = arg;
     pg_held *h = s->held;
     h->wait = NULL;
-    const char *id = r->request_id ? r->request_id : "(none)";
     char msg[700];
     pg_audit_approval(s, approval_outcome_name(outcome), r->request_id, r->approver, r->reason,
-                      h->d->nstatements ? h->d->statements[0].fingerprint : NULL);
-    switch (outcome) {
-    case APPROVAL_APPROVED:
+                      hold_fingerprint(h->d));
+    if (outcome == APPROVAL_APPROVED) {
         pg_session_log(s, LOG_LEVEL_INFO, "held statement approved by %s (request %s)",
-                       r->approver ? r->approver : "a standing grant", id);
+                       r->approver ? r->approver : "a standing grant", r->request_id ? r->request_id : "(none)");
         forward_approved(s, h, r->row_cap);
         if (h->type == 'Q') {
             pg_audit_statement_approved(s, h->sql, h->len, h->d, true, r->request_id);
@@ -117,24 +97,12 @@ static void on_outcome(void *arg, approval_outcome outcome, const approval_resul
             pg_policy_remember(s, h->name, h->sql, h->len, h->d);
             h->d = NULL;
         }
-        break;
-    case APPROVAL_DENIED:
-        snprintf(msg, sizeof msg, "statement denied by approver %s: %s (request %s)",
-                 r->approver ? r->approver : "?", r->reason, id);
-        refuse_held(s, h, "42501", msg);
-        break;
-    case APPROVAL_TIMEOUT:
-        snprintf(msg, sizeof msg,
-                 "statement held for approval (rule %s) and not approved in time: request %s is pending; "
-                 "a retry after an approver approves it will pass",
-                 h->d->rule ? h->d->rule : "?", id);
-        refuse_held(s, h, "57014", msg);
-        break;
-    case APPROVAL_UNAVAILABLE:
-        snprintf(msg, sizeof msg, "statement needs approval but the approval queue is unavailable: %s",
-                 r->reason);
-        refuse_held(s, h, "58000", msg);
-        break;
+    } else {
+        static const char *const sqlstates[] = {
+            [HOLD_REFUSED_DENIED] = "42501", [HOLD_REFUSED_TIMEOUT] = "57014",
+            [HOLD_REFUSED_UNAVAILABLE] = "58000", [HOLD_REFUSED_CANCELLED] = "57014"};
+        hold_refusal_kind k = hold_refusal(outcome, r, h->d, msg, sizeof msg);
+        refuse_held(s, h, sqlstates[k], msg);
     }
     resume(s);
 }
@@ -159,17 +127,9 @@ bool pg_hold_start(pg_session *s, char type, uint32_t total, const char *name, c
     }
     s->held = h;
     conn_read_disable(s->client);
-    approval_request req = {
-        .identity = s->user,
-        .client_addr = s->client_addr,
-        .database = s->database,
-        .protocol = "postgres",
-        .statement = h->sql,
-        .fingerprint = d->nstatements ? d->statements[0].fingerprint : NULL,
-        .reason = d->reason,
-        .rule = d->rule,
-        .wait_ms = (uint32_t)pg_server_config(s->server)->approvals_wait_ms,
-    };
+    hold_origin who = {s->user, s->client_addr, s->database, "postgres",
+                       (uint32_t)pg_server_config(s->server)->approvals_wait_ms};
+    approval_request req = hold_request(&who, d, h->sql);
     pg_session_log(s, LOG_LEVEL_INFO, "statement held for approval (rule %s)", d->rule ? d->rule : "?");
     /* The callback never runs inline, so s->held is in place when it does. */
     h->wait = approvals_request(a, &req, on_outcome, s);
@@ -183,9 +143,8 @@ void pg_hold_cancel(pg_session *s)
         return;
     approval_wait_cancel(h->wait);
     h->wait = NULL;
-    pg_audit_approval(s, "withdrawn", NULL, NULL, "cancelled by the client",
-                      h->d->nstatements ? h->d->statements[0].fingerprint : NULL);
-    refuse_held(s, h, "57014", "canceling statement due to user request (its approval request was withdrawn)");
+    pg_audit_approval(s, "withdrawn", NULL, NULL, "cancelled by the client", hold_fingerprint(h->d));
+    refuse_held(s, h, "57014", HOLD_CANCELLED_MESSAGE);
     resume(s);
 }
 

@@ -360,7 +360,7 @@ void pg_relay_upstream_data(pg_session *s)
  * close quietly after Terminate, or say that the upstream went away. */
 static void maybe_finish(pg_session *s)
 {
-    if (!s->upstream_eof || s->state != PGC_ACTIVE || s->audit_pending > 0 || s->upstream_paused)
+    if (!s->upstream_eof || s->state != PGC_ACTIVE || s->aud.pending > 0 || s->upstream_paused)
         return;
     struct evbuffer *in = conn_input(s->upstream);
     if (evbuffer_get_length(in) > 0 && !s->terminating)
@@ -376,7 +376,7 @@ static void relay_upstream(pg_session *s)
     struct evbuffer *in = conn_input(s->upstream);
     struct evbuffer *out = conn_output(s->client);
     while (s->state == PGC_ACTIVE && !s->upstream_paused) {
-        if (s->audit_pending > 0) {
+        if (s->aud.pending > 0) {
             /* Results wait for their statement records to be durable. */
             hold_for_audit(s, in);
             return;

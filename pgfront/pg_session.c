@@ -160,7 +160,7 @@ static void reaper_cb(evutil_socket_t fd, short what, void *arg)
         srv->dead = s->next_dead;
         s->on_dead_list = false;
         /* Durable-callbacks still to come point at it: freed when the last one runs. */
-        if (s->audit_pending == 0)
+        if (s->aud.pending == 0)
             session_free(s);
     }
 }
@@ -383,6 +383,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     snprintf(s->prefix, sizeof s->prefix, "pg#%llu %s", (unsigned long long)s->id, s->client_addr);
     s->client = conn_new(srv->base, fd);
     s->timer = evtimer_new(srv->base, timer_cb, s);
+    pg_audit_init(s);
     s->all_next = srv->all;
     if (srv->all)
         srv->all->all_prev = s;

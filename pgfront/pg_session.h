@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "gate/audit_session.h"
 #include "gate/config.h"
 #include "gate/scram.h"
 #include "pgfront/pg_front.h"
@@ -110,10 +111,7 @@ typedef struct pg_session {
     struct sqlp_session *sqlsession; /* PREPARE / DECLARE names the engine saw */
     /* audit */
     struct pg_audit_state *audit;
-    char audit_session[48];
-    int audit_pending;     /* statement records not yet durable: results wait for them */
-    uint64_t statements;   /* statements recorded in this session */
-    uint64_t opened_ns;
+    audit_session aud;     /* records, and those not yet durable: results wait for them */
     const char *scram_method;
     bool counted;          /* holds one of its identity's connection slots */
     bool audit_held;       /* stopped reading upstream: results wait for the audit log */

@@ -12,6 +12,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,8 @@ class Stack:
 
 
 def clean_env(**extra):
-    """The environment for client programs: no PG* variables leaking in from the caller."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    """The environment for client programs: no PG* / MYSQL* / MARIADB* variables leaking in from the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "MYSQL", "MARIADB"))}
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -185,14 +186,17 @@ def deep_merge(base, override):
 # ---------------------------------------------------------------------------
 
 class Gateway:
-    """One phigate process with its own folder, config, log and stderr file."""
+    """One phigate process with its own folder, config, log and stderr file; port is its
+    listener named `listener` (the MySQL suite's gateway is the same with "mysql")."""
+
+    listener = "postgres"
 
     def __init__(self, workdir, binaries, stack, config):
         self.workdir = Path(workdir)
         self.binaries = binaries
         self.stack = stack
         self.config = config
-        self.port = config["listen"]["postgres"]["port"]
+        self.port = config["listen"][self.listener]["port"]
         self.host = "127.0.0.1"
         self.config_path = self.workdir / "phigate.yaml"
         self.log_path = Path(config["phigate"]["log_file"])
@@ -218,13 +222,18 @@ class Gateway:
                 raise AssertionError(f"phigate exited during startup with status {self.proc.returncode}:\n"
                                      f"{self.diagnostics()}")
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return self
+                with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
+                    if self.serving(sock):
+                        return self
             except OSError:
                 time.sleep(0.05)
         self.proc.kill()
         self.proc.wait(timeout=10)
         raise AssertionError(f"phigate did not listen on {self.port} within 20 s:\n{self.diagnostics()}")
+
+    def serving(self, sock):
+        """Whether the front answers on a fresh connection to its port (PostgreSQL: it accepted)."""
+        return True
 
     def stop(self):
         """SIGTERM by pid, wait; returns a list of problems (empty when it exited cleanly)."""
@@ -292,6 +301,13 @@ class Gateway:
         if not folder.is_dir():
             return ""
         return "\n".join(f.read_text(errors="replace") for f in sorted(folder.rglob("*")) if f.is_file())
+
+    def audit_records(self):
+        """Every record of the audit log, in order (JSON objects)."""
+        out = []
+        for f in sorted(self.audit_dir.glob("audit-*.jsonl")):
+            out += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        return out
 
     def log(self):
         try:
@@ -442,3 +458,97 @@ def approvals_ctl(binaries, gw, *args, approver=APPROVER, password=APPROVER_PASS
     """phigatectl approvals ARGS... --url <gw's admin API> --approver NAME (password in the environment)."""
     return run_ctl(binaries, "approvals", *args, "--url", gw.admin_url, "--approver", approver,
                    env={"PHIGATE_APPROVER_PASSWORD": password}, timeout=timeout)
+
+
+def approvals_config_maker(stack, redis_secret, approvers, key_prefix, wait_ms):
+    """make(**kw) -> approvals_overrides for a phigate on key_prefix (a run's own), waiting wait_ms."""
+    def make(**kw):
+        kw.setdefault("wait_ms", wait_ms)
+        kw.setdefault("key_prefix", key_prefix)
+        return approvals_overrides(stack, redis_secret, approvers, **kw)
+    return make
+
+
+class AgentThread(threading.Thread):
+    """A client running one statement through phigate in the background (session() does the work,
+    with a client library of the subclass's choice), timed; outcome() waits for it."""
+
+    def __init__(self, gw, sql):
+        super().__init__(daemon=True)
+        self.gw, self.sql = gw, sql
+        self.rows = self.error = self.after = self.elapsed = None
+
+    def run(self):
+        start = time.monotonic()
+        try:
+            self.session()
+        finally:
+            self.elapsed = time.monotonic() - start
+
+    def outcome(self, timeout=40):
+        self.join(timeout)
+        assert not self.is_alive(), f"the agent's statement {self.sql!r} is still waiting after {timeout} s"
+        return self
+
+
+def pending_requests(binaries, gw):
+    r = approvals_ctl(binaries, gw, "list", "--json")
+    assert r.returncode == 0, f"phigatectl approvals list failed: {r.stdout}{r.stderr}\n{gw.diagnostics()}"
+    return json.loads(r.stdout)["requests"]
+
+
+def wait_for_request(binaries, gw, sql, timeout=15, agent=None):
+    """The pending request (dict from the API) of AGENT whose statement is exactly sql; agent: the
+    thread running it (a failure names what it got if it finished first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for req in pending_requests(binaries, gw):
+            if req["statement"] == sql and req["identity"] == AGENT:
+                return req
+        if agent is not None and not agent.is_alive():
+            got = agent.describe() if hasattr(agent, "describe") else "finished"
+            pytest.fail(f"the agent finished before its request appeared: {got}\n{gw.diagnostics()}")
+        time.sleep(0.1)
+    pytest.fail(f"no pending request for {sql!r} within {timeout} s\n{gw.diagnostics()}")
+
+
+def decide_held(binaries, gw, agent, verb, reason, *extra):
+    """Start agent (an AgentThread), wait for its request, `phigatectl approvals <verb>` it with reason
+    (and extra arguments), wait for the agent's outcome; returns the request."""
+    agent.start()
+    req = wait_for_request(binaries, gw, agent.sql, agent=agent)
+    r = approvals_ctl(binaries, gw, verb, req["id"], "--reason", reason, *extra)
+    assert r.returncode == 0, r.stdout + r.stderr
+    agent.outcome()
+    return req
+
+
+def show(binaries, gw, rid):
+    """One request as `phigatectl approvals show --json` gives it."""
+    r = approvals_ctl(binaries, gw, "show", rid, "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(r.stdout)
+    return data.get("request", data)
+
+
+def assert_masked(rows, raw_patients):
+    """rows of (first_name, ssn) through phigate: all there, none of the raw values anywhere."""
+    assert len(rows) == len(raw_patients)
+    raw = {v for row in raw_patients for v in row}
+    leaked = [cell for row in rows for cell in row if cell in raw]
+    assert not leaked, f"raw PHI reached the agent: {leaked[:5]}"
+    # and masked the way the catalog says (redacted names, last four of the SSN)
+    assert {r[0] for r in rows} == {"[REDACTED]"}
+    assert all(str(r[1]).startswith("***-**-") for r in rows)
+    assert sorted(str(r[1])[-4:] for r in rows) == sorted(s[-4:] for _, s in raw_patients)
+
+
+def wait_audit(gw, pred, timeout=10):
+    """The audit records matching pred, once there are any (or [] after timeout seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [r for r in gw.audit_records() if pred(r)]
+        if found:
+            return found
+        time.sleep(0.1)
+    return []

@@ -26,8 +26,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from harness import (AGENT, APPROVER, REPO, approvals_ctl, approvals_overrides, clean_env,
-                     scram_verifier, stop_and_check)
+from harness import (AGENT, APPROVER, REPO, AgentThread, approvals_config_maker, approvals_ctl, decide_held,
+                     assert_masked, clean_env,
+                     pending_requests, scram_verifier, show, stop_and_check, wait_audit, wait_for_request)
 
 # An approver whose name is the agent's identity: it may log in, but never approve its own requests.
 SELF_APPROVER_PASSWORD = "self-" + secrets.token_hex(8)
@@ -47,12 +48,8 @@ def self_approver_verifier(binaries):
 @pytest.fixture(scope="module")
 def approvals_config(stack, redis_secret_file, approver_verifier, self_approver_verifier):
     """approvals_config(**kw) -> overrides for a phigate on this run's Redis key prefix."""
-    def make(**kw):
-        kw.setdefault("wait_ms", WAIT_MS)
-        kw.setdefault("key_prefix", KEY_PREFIX)
-        return approvals_overrides(stack, redis_secret_file,
-                                   {APPROVER: approver_verifier, AGENT: self_approver_verifier}, **kw)
-    return make
+    return approvals_config_maker(stack, redis_secret_file,
+                                  {APPROVER: approver_verifier, AGENT: self_approver_verifier}, KEY_PREFIX, WAIT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -72,18 +69,15 @@ def raw_patients(stack):
     return rows
 
 
-class Agent(threading.Thread):
+class Agent(AgentThread):
     """A psycopg client running one statement through phigate in the background."""
 
     def __init__(self, gw, sql, dbname="clinic"):
-        super().__init__(daemon=True)
-        self.gw, self.sql, self.dbname = gw, sql, dbname
-        self.rows = self.error = self.conn = self.after = None
+        super().__init__(gw, sql)
+        self.dbname, self.conn = dbname, None
         self.connected = threading.Event()
-        self.elapsed = None
 
-    def run(self):
-        start = time.monotonic()
+    def session(self):
         try:
             with psycopg.connect(**self.gw.connect_kwargs(self.dbname), autocommit=True) as conn:
                 self.conn = conn
@@ -99,69 +93,11 @@ class Agent(threading.Thread):
                 self.error = e
         finally:
             self.connected.set()
-            self.elapsed = time.monotonic() - start
-
-    def outcome(self, timeout=40):
-        self.join(timeout)
-        assert not self.is_alive(), f"the agent's statement {self.sql!r} is still waiting after {timeout} s"
-        return self
 
     def describe(self):
         if self.error is not None:
             return f"error {self.error.sqlstate}: {self.error}"
         return f"{len(self.rows)} rows"
-
-
-def pending_requests(binaries, gw):
-    r = approvals_ctl(binaries, gw, "list", "--json")
-    assert r.returncode == 0, f"phigatectl approvals list failed: {r.stdout}{r.stderr}\n{gw.diagnostics()}"
-    return json.loads(r.stdout)["requests"]
-
-
-def wait_for_request(binaries, gw, sql, timeout=15, agent=None):
-    """The pending request (dict from the API) whose statement is exactly sql."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for req in pending_requests(binaries, gw):
-            if req["statement"] == sql and req["identity"] == AGENT:
-                return req
-        if agent is not None and not agent.is_alive():
-            pytest.fail(f"the agent finished before its request appeared: {agent.describe()}\n{gw.diagnostics()}")
-        time.sleep(0.1)
-    pytest.fail(f"no pending request for {sql!r} within {timeout} s\n{gw.diagnostics()}")
-
-
-def show(binaries, gw, rid):
-    r = approvals_ctl(binaries, gw, "show", rid, "--json")
-    assert r.returncode == 0, r.stdout + r.stderr
-    data = json.loads(r.stdout)
-    return data.get("request", data)
-
-
-def assert_masked(rows, raw_patients):
-    """rows of (first_name, ssn) through phigate: all there, none of the raw values anywhere."""
-    assert len(rows) == len(raw_patients)
-    raw = {v for row in raw_patients for v in row}
-    leaked = [cell for row in rows for cell in row if cell in raw]
-    assert not leaked, f"raw PHI reached the agent: {leaked[:5]}"
-    # and masked the way the catalog says (redacted names, last four of the SSN)
-    assert {r[0] for r in rows} == {"[REDACTED]"}
-    assert all(str(r[1]).startswith("***-**-") for r in rows)
-    assert sorted(str(r[1])[-4:] for r in rows) == sorted(s[-4:] for _, s in raw_patients)
-
-
-def audit_records(gw):
-    return [json.loads(line) for line in gw.audit_text().splitlines() if line.strip()]
-
-
-def wait_audit(gw, pred, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [r for r in audit_records(gw) if pred(r)]
-        if found:
-            return found
-        time.sleep(0.1)
-    return []
 
 
 # ---------------------------------------------------------------------------
@@ -199,21 +135,15 @@ def test_held_read_approved_with_the_cli_returns_masked_rows(agw, binaries, raw_
     assert stmts and stmts[0]["text"] == sql and stmts[0]["decision"] in ("rewrite", "allow"), stmts
     ev = wait_audit(agw, lambda x: x["type"] == "approval" and x.get("approval") == req["id"])
     assert ev and ev[0]["event"] == "approved" and ev[0]["approver"] == APPROVER, ev
-    res = [x for x in audit_records(agw) if x["type"] == "result" and x["session"] == stmts[0]["session"]
+    res = [x for x in agw.audit_records() if x["type"] == "result" and x["session"] == stmts[0]["session"]
            and x["stmt"] == stmts[0]["stmt"]]
     assert res and res[0]["rows"] == len(raw_patients), res
 
 
 def test_held_read_denied_fails_with_the_approvers_reason(agw, binaries):
-    sql = "SELECT first_name AS fn_denied, ssn FROM patients"
-    agent = Agent(agw, sql)
-    agent.start()
-    req = wait_for_request(binaries, agw, sql, agent=agent)
+    agent = Agent(agw, "SELECT first_name AS fn_denied, ssn FROM patients")
     reason = "use a WHERE clause on patients.id"
-    r = approvals_ctl(binaries, agw, "deny", req["id"], "--reason", reason)
-    assert r.returncode == 0, r.stdout + r.stderr
-
-    agent.outcome()
+    req = decide_held(binaries, agw, agent, "deny", reason)
     assert agent.rows is None and agent.error is not None, agent.describe()
     assert agent.error.sqlstate == "42501", agent.describe()
     msg = str(agent.error)

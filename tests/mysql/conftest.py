@@ -21,9 +21,10 @@ from pathlib import Path
 import pymysql
 import pytest
 
+from myharness import (APPROVER_PASSWORD, write_secret)
 from myharness import (AGENT, AGENT_PASSWORD, OUTSIDER, OUTSIDER_PASSWORD, READER, READER_PASSWORD, REPO, SHA2ONLY,
-                       SHA2ONLY_PASSWORD, Gateway, Stack, _running, deep_merge, default_config, native_verifier,
-                       read_stack_env, scram_verifier, stack_env_path, stop_and_check)
+                       SHA2ONLY_PASSWORD, Binaries, MyGateway, Stack, _running, deep_merge, default_config,
+                       native_verifier, read_stack_env, scram_verifier, stack_env_path, stop_and_check)
 
 
 @pytest.fixture(scope="session")
@@ -38,14 +39,15 @@ def stack():
 
 
 @pytest.fixture(scope="session")
-def phigate_binary():
+def binaries():
     build = Path(os.environ.get("PHIGATE_BUILD", "build"))
     if not build.is_absolute():
         build = REPO / build
-    b = build / "phigate"
-    if not os.access(b, os.X_OK):
-        pytest.exit(f"{b} is missing: run make (or set PHIGATE_BUILD)", returncode=2)
-    return b
+    bins = Binaries(build / "phigate", build / "phigatectl")
+    for b in (bins.phigate, bins.phigatectl):
+        if not os.access(b, os.X_OK):
+            pytest.exit(f"{b} is missing: run make (or set PHIGATE_BUILD)", returncode=2)
+    return bins
 
 
 @pytest.fixture(scope="session")
@@ -90,11 +92,23 @@ def upstream_secret_file(tmp_path_factory, stack):
 
 
 @pytest.fixture(scope="session")
-def gateway_maker(tmp_path_factory, phigate_binary, stack, tls_pair, upstream_secret_file, audit_key, verifiers):
+def redis_secret_file(tmp_path_factory, stack):
+    """The stack's Redis password in a 0600 file (redis.password_file)."""
+    return write_secret(tmp_path_factory.mktemp("redis-secret") / "redis", stack.env["STACK_REDIS_PASSWORD"])
+
+
+@pytest.fixture(scope="session")
+def approver_verifier():
+    """The SCRAM verifier of the approver harness.APPROVER (password APPROVER_PASSWORD)."""
+    return scram_verifier(APPROVER_PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def gateway_maker(tmp_path_factory, binaries, stack, tls_pair, upstream_secret_file, audit_key, verifiers):
     def make(overrides=None, name="phigate"):
         workdir = tmp_path_factory.mktemp(name)
         cfg = default_config(workdir, stack, tls_pair, upstream_secret_file, audit_key, verifiers)
-        gw = Gateway(workdir, phigate_binary, deep_merge(cfg, overrides or {}))
+        gw = MyGateway(workdir, binaries, stack, deep_merge(cfg, overrides or {}))
         gw.start()
         _running.append(gw)
         return gw

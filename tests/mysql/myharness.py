@@ -2,27 +2,29 @@
 with a MySQL listener, verifiers made here (SCRAM-SHA-256 and mysql_native,
 so the suite needs no phigatectl), and runners for the real clients (mariadb,
 pymysql, perl DBD::MariaDB for server-side prepared statements).
+
+The phigate process, its configuration file and the stack environment are the
+integration harness's (tests/integration/harness.py), shared, not copied.
 """
 
 import base64
-import copy
 import hashlib
 import hmac
 import json
 import os
 import re
 import secrets
-import shlex
-import signal
-import socket
 import subprocess
-import time
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
-REPO = Path(__file__).resolve().parents[2]
+from harness import (ALL_CLASSES, APPROVER, APPROVER_PASSWORD, REPO, AgentThread, Binaries, Gateway,  # noqa
+                     _running, approvals_config_maker, decide_held, approvals_ctl, approvals_overrides, assert_masked, clean_env, deep_merge,
+                     free_port, read_stack_env, show, stack_env_path, stop_and_check, wait_audit,
+                     wait_for_request, write_secret)
 
 AGENT = "agent1"                 # scram + mysql_native, every class allowed
 AGENT_PASSWORD = "agent-" + secrets.token_hex(10)
@@ -32,37 +34,6 @@ OUTSIDER = "outsider"            # role with the bench database only
 OUTSIDER_PASSWORD = "outsider-" + secrets.token_hex(10)
 READER = "reader"                # role with the agent defaults (read and session only)
 READER_PASSWORD = "reader-" + secrets.token_hex(10)
-
-ALL_CLASSES = {c: "allow" for c in ("read", "write", "ddl", "privilege", "session", "export",
-                                   "procedural", "administrative")}
-
-SANITIZER_PATTERNS = re.compile(
-    r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|UndefinedBehaviorSanitizer|"
-    r"AddressSanitizer:DEADLYSIGNAL")
-
-
-def clean_env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "MYSQL", "MARIADB"))}
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def stack_env_path():
-    if os.environ.get("PHIGATE_STACK_ENV"):
-        return Path(os.environ["PHIGATE_STACK_ENV"])
-    base = os.environ.get("PHIGATE_TEST_PORT_BASE", "57000")
-    name = "stack" if base == "55000" else f"stack-{base}"
-    return REPO / ".run" / name / "stack.env"
-
-
-def read_stack_env(path):
-    env = {}
-    for line in path.read_text().splitlines():
-        words = shlex.split(line)
-        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
-            k, v = words[1].split("=", 1)
-            env[k] = v
-    return env
 
 
 @dataclass
@@ -102,170 +73,19 @@ def native_verifier(password):
     return hashlib.sha1(hashlib.sha1(password.encode()).digest()).hexdigest().upper()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ---------------------------------------------------------------------------
 # Configuration and the phigate process
 # ---------------------------------------------------------------------------
 
-def yaml_scalar(v):
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(yaml_scalar(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{}"
-    return json.dumps(str(v))
+class MyGateway(Gateway):
+    """The integration harness's phigate process, serving MySQL: its port is listen.mysql's,
+    and it is ready once the front sends its greeting."""
 
+    listener = "mysql"
 
-def to_yaml(value, indent=0):
-    pad = "  " * indent
-    lines = []
-    for k, v in value.items():
-        if isinstance(v, dict) and v:
-            lines.append(f"{pad}{k}:")
-            lines.append(to_yaml(v, indent + 1))
-        else:
-            lines.append(f"{pad}{k}: {yaml_scalar(v)}")
-    return "\n".join(lines)
-
-
-def deep_merge(base, override):
-    out = copy.deepcopy(base)
-    for k, v in override.items():
-        if v is None:
-            out.pop(k, None)
-        elif isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def gateway_env():
-    env = clean_env()
-    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
-    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
-    return env
-
-
-class Gateway:
-    """One phigate process with its own folder, config, log and stderr."""
-
-    def __init__(self, workdir, phigate, config):
-        self.workdir = Path(workdir)
-        self.phigate = phigate
-        self.config = config
-        self.host = "127.0.0.1"
-        self.port = config["listen"]["mysql"]["port"]
-        self.config_path = self.workdir / "phigate.yaml"
-        self.log_path = Path(config["phigate"]["log_file"])
-        self.stderr_path = self.workdir / "stderr.txt"
-        self.proc = None
-        self.stopped = False
-
-    def start(self):
-        self.config_path.write_text(to_yaml(self.config) + "\n")
-        check = subprocess.run([str(self.phigate), "--check-config", str(self.config_path)], capture_output=True,
-                               text=True, timeout=30, env=gateway_env())
-        assert check.returncode == 0, f"config rejected:\n{check.stderr}\n{self.config_path.read_text()}"
-        self.proc = subprocess.Popen([str(self.phigate), "--config", str(self.config_path)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.stderr_path, "wb"), env=gateway_env(),
-                                     start_new_session=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"phigate exited during startup ({self.proc.returncode}):\n"
-                                     f"{self.diagnostics()}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5) as s:
-                    s.settimeout(5)
-                    if s.recv(1):  # the greeting: the MySQL front is serving
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"phigate did not serve MySQL on {self.port} within 20 s:\n{self.diagnostics()}")
-
-    def stop(self):
-        if self.proc is None or self.stopped:
-            return []
-        self.stopped = True
-        problems = []
-        if self.proc.poll() is not None:
-            problems.append(f"phigate had already exited with status {self.proc.returncode}")
-        else:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                problems.append("phigate did not stop within 15 s of SIGTERM (killed)")
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-            if self.proc.returncode != 0 and not problems:
-                problems.append(f"phigate exited with status {self.proc.returncode} after SIGTERM")
-        return problems + self.sanitizer_problems()
-
-    def health_problems(self):
-        problems = []
-        if self.proc is not None and not self.stopped and self.proc.poll() is not None:
-            problems.append(f"phigate died (exit status {self.proc.returncode})")
-        return problems + self.sanitizer_problems()
-
-    def sanitizer_problems(self):
-        return ["sanitizer report in phigate's stderr"] if SANITIZER_PATTERNS.search(self.stderr()) else []
-
-    def stderr(self):
-        try:
-            return self.stderr_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def diagnostics(self, lines=40):
-        tail = lambda t: "\n".join(t.splitlines()[-lines:])  # noqa: E731
-        return (f"--- {self.stderr_path}\n{tail(self.stderr())}\n--- {self.log_path}\n{tail(self.log())}\n"
-                f"--- config {self.config_path}")
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def rss_kb(self):
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmRSS")
-
-    def audit_records(self):
-        """Every record of the audit log, in order (JSON objects)."""
-        out = []
-        for f in sorted(Path(self.config["audit"]["dir"]).glob("audit-*.jsonl")):
-            for line in f.read_text().splitlines():
-                out.append(json.loads(line))
-        return out
-
-
-_running = []
-
-
-def stop_and_check(gw):
-    problems = gw.stop()
-    if gw in _running:
-        _running.remove(gw)
-    if problems:
-        pytest.fail("; ".join(problems) + "\n" + gw.diagnostics(), pytrace=False)
+    def serving(self, sock):
+        sock.settimeout(5)
+        return bool(sock.recv(1))
 
 
 def mysql_rules(workdir):

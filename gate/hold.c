@@ -1,0 +1,65 @@
+#include "gate/hold.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *hold_fingerprint(const sqlp_decision *d)
+{
+    return d->nstatements ? d->statements[0].fingerprint : NULL;
+}
+
+approval_request hold_request(const hold_origin *o, const sqlp_decision *d, const char *statement)
+{
+    return (approval_request){
+        .identity = o->identity,
+        .client_addr = o->client_addr,
+        .database = o->database,
+        .protocol = o->protocol,
+        .statement = statement,
+        .fingerprint = hold_fingerprint(d),
+        .reason = d->reason,
+        .rule = d->rule,
+        .wait_ms = o->wait_ms,
+    };
+}
+
+/* Newlines keep a trailing -- comment inside the subquery; both PostgreSQL and
+ * MySQL take the derived table with an alias and LIMIT n. */
+char *hold_capped_sql(const sqlp_decision *d, uint64_t row_cap)
+{
+    const char *sql = d->upstream_sql;
+    if (row_cap == 0 || d->nstatements != 1 || d->statements[0].stmt_class != SQLP_CLASS_READ)
+        return strdup(sql);
+    size_t len = strlen(sql);
+    while (len > 0 && strchr("; \n\t\r", sql[len - 1]))
+        len--;
+    char *out = NULL;
+    if (asprintf(&out, "SELECT * FROM (\n%.*s\n) AS phigate_row_cap LIMIT %llu", (int)len, sql,
+                 (unsigned long long)row_cap) < 0)
+        return NULL;
+    return out;
+}
+
+hold_refusal_kind hold_refusal(approval_outcome outcome, const approval_result *r, const sqlp_decision *d,
+                               char *msg, size_t msglen)
+{
+    const char *id = r->request_id ? r->request_id : "(none)";
+    switch (outcome) {
+    case APPROVAL_DENIED:
+        snprintf(msg, msglen, "statement denied by approver %s: %s (request %s)", r->approver ? r->approver : "?",
+                 r->reason, id);
+        return HOLD_REFUSED_DENIED;
+    case APPROVAL_TIMEOUT:
+        snprintf(msg, msglen,
+                 "statement held for approval (rule %s) and not approved in time: request %s is pending; "
+                 "a retry after an approver approves it will pass",
+                 d->rule ? d->rule : "?", id);
+        return HOLD_REFUSED_TIMEOUT;
+    case APPROVAL_APPROVED: /* not a refusal: callers never ask; fail closed if one does */
+    case APPROVAL_UNAVAILABLE:
+        break;
+    }
+    snprintf(msg, msglen, "statement needs approval but the approval queue is unavailable: %s", r->reason);
+    return HOLD_REFUSED_UNAVAILABLE;
+}

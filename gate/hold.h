@@ -1,0 +1,55 @@
+/*
+ * Held statements: what pgfront and myfront share when the policy engine
+ * decides HOLD.  The front keeps the statement at the head of the client's
+ * input and stops reading; gate/approvals asks Redis and calls back once:
+ *
+ *   HOLD --hold_request()--> approvals_request --APPROVED--> hold_capped_sql(): run under the row cap
+ *                                               |-DENIED / TIMEOUT / UNAVAILABLE--> hold_refusal(): an error
+ *                                               '-client gone / cancel--> approval_wait_cancel (withdrawn)
+ *
+ * Only the wire is the front's: here the request, the row cap and the words
+ * the agent reads, so both protocols say the same thing.
+ */
+#ifndef PHIGATE_HOLD_H
+#define PHIGATE_HOLD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gate/approvals.h"
+#include "sqlpolicy/sqlpolicy.h"
+
+/* Who holds the statement (strings borrowed for the request's duration). */
+typedef struct {
+    const char *identity, *client_addr, *database, *protocol;
+    uint32_t wait_ms; /* approvals.wait_ms */
+} hold_origin;
+
+/* The approval request for a held statement (NUL-terminated text as the agent sent it). */
+approval_request hold_request(const hold_origin *o, const sqlp_decision *d, const char *statement);
+
+/* The statement's fingerprint for grants and audit records, or NULL. */
+const char *hold_fingerprint(const sqlp_decision *d);
+
+/* The text to run once approved (malloc'd; NULL when out of memory): a single
+ * read under a row cap becomes the approved text as a subquery under LIMIT, so
+ * the server itself stops at the cap and the row count stays consistent. */
+char *hold_capped_sql(const sqlp_decision *d, uint64_t row_cap);
+
+/* Why a held statement is refused.  The kind picks the front's error code;
+ * msg (with the approver's reason, the request id and what to do) is the same
+ * for both protocols. */
+typedef enum {
+    HOLD_REFUSED_DENIED,      /* an approver said no */
+    HOLD_REFUSED_TIMEOUT,     /* nobody decided in time: the request stays pending */
+    HOLD_REFUSED_UNAVAILABLE, /* the approval queue (Redis) cannot be reached */
+    HOLD_REFUSED_CANCELLED,   /* the client cancelled: the request was withdrawn */
+} hold_refusal_kind;
+
+hold_refusal_kind hold_refusal(approval_outcome outcome, const approval_result *r, const sqlp_decision *d,
+                               char *msg, size_t msglen);
+
+/* The text of a cancelled hold's refusal. */
+#define HOLD_CANCELLED_MESSAGE "canceling statement due to user request (its approval request was withdrawn)"
+
+#endif
