@@ -135,6 +135,12 @@ static void set_tls(MYSQL *m, const cfg_upstream *up)
         mysql_options(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &yes);
 }
 
+void my_policy_library_init(void)
+{
+    /* Not thread-safe itself: mysql_init on the workers would call it otherwise. */
+    mysql_library_init(0, NULL, NULL);
+}
+
 sqlp_engine *my_policy_load_engine(const config *cfg, const cfg_upstream *up, char *version, size_t vlen,
                                    char *err, size_t errlen)
 {
@@ -152,6 +158,7 @@ sqlp_engine *my_policy_load_engine(const config *cfg, const cfg_upstream *up, ch
                             (unsigned int)up->port, NULL, 0)) {
         snprintf(err, errlen, "cannot read the catalog of MySQL upstream %s: %s", up->name, mysql_error(m));
         mysql_close(m);
+        mysql_thread_end();
         return NULL;
     }
     snprintf(version, vlen, "%s", mysql_get_server_info(m));
@@ -160,6 +167,7 @@ sqlp_engine *my_policy_load_engine(const config *cfg, const cfg_upstream *up, ch
     if (ok)
         feed_views(m, cat, up);
     mysql_close(m);
+    mysql_thread_end(); /* this worker thread's libmariadb state */
     if (!ok) {
         sqlp_catalog_free(cat);
         return NULL;

@@ -20,11 +20,14 @@ struct evbuffer;
 typedef struct my_session my_session;
 
 /* Read the upstream's catalog and the masking rules into a new engine; version
- * gets the server's version string.  Blocking (libmariadb): called at start
- * and when a session finds none loaded.  Also refuses an upstream whose
- * default sql_mode changes how statements parse. */
+ * gets the server's version string.  Blocking (libmariadb): runs on a worker
+ * thread of gate/engines.  Also refuses an upstream whose default sql_mode
+ * changes how statements parse. */
 sqlp_engine *my_policy_load_engine(const config *cfg, const cfg_upstream *up, char *version, size_t vlen,
                                    char *err, size_t errlen);
+
+/* libmariadb's one-time setup, on the loop before any worker thread uses it. */
+void my_policy_library_init(void);
 
 /* sql_mode values phigate cannot parse under (ANSI_QUOTES, NO_BACKSLASH_ESCAPES,
  * ...): the first offending flag, or NULL when the mode is fine. */

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "gate/conn.h"
+#include "gate/engines.h"
 #include "gate/limits.h"
 #include "gate/log.h"
 #include "gate/tls.h"
@@ -46,7 +47,7 @@ struct my_server {
     SSL_CTX **upstream_tls;          /* per upstream, NULL when TLS is off */
     struct sockaddr_storage *upstream_addr;
     socklen_t *upstream_addrlen;
-    sqlp_engine **engines;           /* per upstream; NULL until its catalog loads */
+    engines *engines;                /* per upstream policy engines, loaded off the loop */
     struct evconnlistener *listener;
     struct event *reaper;
     struct audit_log *audit;
@@ -105,45 +106,31 @@ bool my_server_upstream_addr(const my_server *srv, int i, struct sockaddr_storag
     return true;
 }
 
-/* Blocking, but only until one load succeeds (at start, or the first session
- * after an upstream that was down at start came back). */
 sqlp_engine *my_server_engine(my_server *srv, int i, char *err, size_t errlen)
 {
-    if (!srv->engines[i]) {
-        char version[96] = "";
-        srv->engines[i] = my_policy_load_engine(srv->cfg, &srv->cfg->upstreams[i], version, sizeof version, err,
-                                                errlen);
-        if (!srv->engines[i])
-            return NULL;
-        log_info("policy catalog of MySQL upstream %s loaded (server %s)", srv->cfg->upstreams[i].name, version);
-        /* MariaDB announces itself as "5.5.5-10.x-MariaDB" so clients that compare
-         * versions do not take it for a MySQL 10; libmariadb strips that prefix. */
-        if (!srv->version[0] && version[0])
-            snprintf(srv->version, sizeof srv->version, "%s%s-phigate",
-                     strstr(version, "MariaDB") && strncmp(version, "5.5.5-", 6) != 0 ? "5.5.5-" : "", version);
-    }
-    sqlp_engine_ref(srv->engines[i]);
-    return srv->engines[i];
+    return engines_get(srv->engines, i, err, errlen);
 }
 
-static void load_engines(my_server *srv)
+engines *my_server_engines(const my_server *srv) { return srv->engines; }
+
+/* MariaDB announces itself as "5.5.5-10.x-MariaDB" so that clients comparing
+ * versions do not take it for a MySQL 10; libmariadb strips that prefix.  Until
+ * a catalog loaded the greeting says DEFAULT_SERVER_VERSION. */
+const char *my_server_version(my_server *srv)
 {
-    srv->engines = calloc(srv->cfg->nupstreams ? srv->cfg->nupstreams : 1, sizeof *srv->engines);
+    if (srv->version[0])
+        return srv->version;
     for (size_t i = 0; i < srv->cfg->nupstreams; i++) {
-        if (strcmp(srv->cfg->upstreams[i].protocol, "mysql") != 0)
-            continue;
-        char err[512];
-        sqlp_engine *e = my_server_engine(srv, (int)i, err, sizeof err);
-        if (e)
-            sqlp_engine_unref(e);
-        else
-            log_error("%s; MySQL sessions for it are refused until it loads", err);
+        const char *v = strcmp(srv->cfg->upstreams[i].protocol, "mysql") == 0 ? engines_info(srv->engines, (int)i)
+                                                                               : "";
+        if (v[0]) {
+            snprintf(srv->version, sizeof srv->version, "%s%s-phigate",
+                     strstr(v, "MariaDB") && strncmp(v, "5.5.5-", 6) != 0 ? "5.5.5-" : "", v);
+            return srv->version;
+        }
     }
-    if (!srv->version[0])
-        snprintf(srv->version, sizeof srv->version, "%s-phigate", DEFAULT_SERVER_VERSION);
+    return DEFAULT_SERVER_VERSION "-phigate";
 }
-
-const char *my_server_version(const my_server *srv) { return srv->version; }
 
 static uint32_t my_server_next_connection_id(my_server *srv)
 {
@@ -207,6 +194,8 @@ static void session_free(my_session *s)
         s->server->all = s->all_next;
     if (s->all_next)
         s->all_next->all_prev = s->all_prev;
+    engines_forget(s->server->engines, s);
+    my_hold_withdraw(s, "session freed");
     my_relay_free(s);
     my_policy_session_free(s);
     my_audit_session_free(s);
@@ -501,6 +490,11 @@ static bool resolve_upstreams(my_server *srv, char *err, size_t errlen)
     return true;
 }
 
+static void engine_ready(void *waiter, sqlp_engine *engine, const char *err)
+{
+    my_upstream_engine_ready(waiter, engine, err);
+}
+
 my_server *my_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
                          size_t errlen)
 {
@@ -525,7 +519,8 @@ my_server *my_server_new(struct event_base *base, const config *cfg, struct audi
         my_server_free(srv);
         return NULL;
     }
-    load_engines(srv);
+    my_policy_library_init();
+    srv->engines = engines_new(base, cfg, "mysql", my_policy_load_engine, engine_ready);
     struct sockaddr_storage ss;
     int sslen = sizeof ss;
     char addr[128];
@@ -544,8 +539,7 @@ my_server *my_server_new(struct event_base *base, const config *cfg, struct audi
         return NULL;
     }
     evconnlistener_set_error_cb(srv->listener, accept_error_cb);
-    log_info("myfront listening on %s%s (server version %s)", addr, srv->tls_ctx ? " (TLS available)" : "",
-             srv->version);
+    log_info("myfront listening on %s%s", addr, srv->tls_ctx ? " (TLS available)" : "");
     return srv;
 }
 
@@ -573,10 +567,7 @@ void my_server_free(my_server *srv)
         if (srv->upstream_tls[i])
             SSL_CTX_free(srv->upstream_tls[i]);
     free(srv->upstream_tls);
-    for (size_t i = 0; srv->engines && i < srv->cfg->nupstreams; i++)
-        if (srv->engines[i])
-            sqlp_engine_unref(srv->engines[i]);
-    free(srv->engines);
+    engines_free(srv->engines);
     free(srv->upstream_addr);
     free(srv->upstream_addrlen);
     if (srv->tls_ctx)

@@ -204,10 +204,12 @@ const uint8_t *my_server_mock_secret(const my_server *srv);
 struct audit_log *my_server_audit(const my_server *srv);
 /* The approval queue, or NULL when approvals are off (held statements are refused). */
 struct approvals *my_server_approvals(const my_server *srv);
-/* The engine of an upstream (a new reference), loading it now if the start could not. */
+/* The engine of an upstream now (a new reference), or NULL and why (its catalog
+ * loads on a worker thread: gate/engines.h). */
 struct sqlp_engine *my_server_engine(my_server *srv, int upstream_index, char *err, size_t errlen);
-/* "<upstream's version>-phigate", for the greeting. */
-const char *my_server_version(const my_server *srv);
+struct engines *my_server_engines(const my_server *srv);
+/* "<upstream's version>-phigate" once a catalog loaded, for the greeting. */
+const char *my_server_version(my_server *srv);
 /* Capabilities phigate offers its clients. */
 uint32_t my_server_capabilities(const my_server *srv);
 
@@ -223,6 +225,8 @@ int my_read_login_packet(struct evbuffer *in, uint8_t expect_seq, uint64_t max, 
 
 /* my_upstream.c */
 void my_upstream_start(my_session *s);
+/* gate/engines: the engine the session waited for is there (or err says why not). */
+void my_upstream_engine_ready(my_session *s, sqlp_engine *engine, const char *err);
 void my_upstream_on_data(my_session *s);
 void my_upstream_on_event(my_session *s, int ev);
 /* The mysql upstream an identity reaches for a database name ("" = its default), or NULL + why. */

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "gate/conn.h"
+#include "gate/engines.h"
 #include "gate/log.h"
 #include "gate/tls.h"
 #include "myfront/my_session.h"
@@ -404,9 +405,19 @@ void my_upstream_start(my_session *s)
         return;
     }
     s->upstream_index = (int)(s->up - cfg->upstreams);
-    char err[512];
-    s->engine = my_server_engine(s->server, s->upstream_index, err, sizeof err);
-    if (!s->engine) {
+    my_session_arm_timer(s, s->up->connect_timeout_ms);
+    /* The catalog loads on a worker thread; the session goes on in my_upstream_engine_ready. */
+    engines_request(my_server_engines(s->server), s->upstream_index, s);
+}
+
+void my_upstream_engine_ready(my_session *s, sqlp_engine *engine, const char *err)
+{
+    if (s->state != MYC_CONNECTING) {
+        if (engine)
+            sqlp_engine_unref(engine);
+        return;
+    }
+    if (!engine) {
         /* Fail closed: without the catalog no statement can be analysed. */
         my_session_log(s, LOG_LEVEL_ERROR, "%s", err);
         my_session_fail(s, MY_ER_UNKNOWN_ERROR, "HY000",
@@ -414,6 +425,7 @@ void my_upstream_start(my_session *s)
                         "(see phigate's log)");
         return;
     }
+    s->engine = engine;
     struct sockaddr_storage ss;
     socklen_t sslen;
     if (!my_server_upstream_addr(s->server, s->upstream_index, &ss, &sslen)) {
@@ -421,7 +433,6 @@ void my_upstream_start(my_session *s)
         return;
     }
     my_session_set_ustate(s, MYU_CONNECTING);
-    my_session_arm_timer(s, s->up->connect_timeout_ms);
     s->upstream = conn_connect(my_server_base(s->server), (struct sockaddr *)&ss, sslen);
     if (!s->upstream) {
         upstream_fail(s, "cannot create a socket");

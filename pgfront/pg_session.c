@@ -20,11 +20,11 @@
 #include <time.h>
 
 #include "gate/conn.h"
+#include "gate/engines.h"
 #include "gate/limits.h"
 #include "gate/log.h"
 #include "gate/tls.h"
 #include "pgfront/pg_audit.h"
-#include "pgfront/pg_engines.h"
 #include "pgfront/pg_hold.h"
 #include "pgfront/pg_policy.h"
 
@@ -35,7 +35,7 @@ struct pg_server {
     SSL_CTX **upstream_tls;              /* one per upstream, NULL when TLS is off */
     struct sockaddr_storage *upstream_addr;
     socklen_t *upstream_addrlen;
-    pg_engines *engines;                 /* per upstream policy engines, loaded off the loop */
+    engines *engines;                    /* per upstream policy engines, loaded off the loop */
     struct evconnlistener *listener;
     struct event *reaper;
     struct audit_log *audit;
@@ -69,7 +69,7 @@ size_t pg_server_session_count(const pg_server *srv) { return srv->nsessions; }
 
 SSL_CTX *pg_server_upstream_tls(const pg_server *srv, int i) { return srv->upstream_tls[i]; }
 
-pg_engines *pg_server_engines(const pg_server *srv) { return srv->engines; }
+engines *pg_server_engines(const pg_server *srv) { return srv->engines; }
 
 bool pg_server_upstream_addr(const pg_server *srv, int i, struct sockaddr_storage *ss, socklen_t *len)
 {
@@ -135,7 +135,7 @@ static void session_free(pg_session *s)
     if (s->all_next)
         s->all_next->all_prev = s->all_prev;
     pg_cancel_unregister(s);
-    pg_engines_forget(s->server->engines, s);
+    engines_forget(s->server->engines, s);
     pg_hold_free(s);
     pg_relay_free(s);
     pg_audit_session_free(s);
@@ -432,6 +432,19 @@ static bool resolve_upstreams(pg_server *srv, char *err, size_t errlen)
     return true;
 }
 
+/* gate/engines callbacks: the catalog read with libpq (on a worker thread), and its session. */
+static sqlp_engine *load_engine(const config *cfg, const cfg_upstream *up, char *info, size_t infolen, char *err,
+                                size_t errlen)
+{
+    (void)info, (void)infolen;
+    return pg_policy_load_engine(cfg, up, err, errlen);
+}
+
+static void engine_ready(void *waiter, sqlp_engine *engine, const char *err)
+{
+    pg_upstream_engine_ready(waiter, engine, err);
+}
+
 pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
                          size_t errlen)
 {
@@ -453,7 +466,7 @@ pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audi
         pg_server_free(srv);
         return NULL;
     }
-    srv->engines = pg_engines_new(base, cfg, pg_upstream_engine_ready);
+    srv->engines = engines_new(base, cfg, "postgres", load_engine, engine_ready);
     struct sockaddr_storage ss;
     int sslen = sizeof ss;
     char addr[128];
@@ -506,7 +519,7 @@ void pg_server_free(pg_server *srv)
             SSL_CTX_free(srv->upstream_tls[i]);
     free(srv->upstream_tls);
     limits_free(srv->limits);
-    pg_engines_free(srv->engines);
+    engines_free(srv->engines);
     free(srv->upstream_addr);
     free(srv->upstream_addrlen);
     if (srv->tls_ctx)

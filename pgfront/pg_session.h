@@ -174,7 +174,7 @@ void pg_session_requeue_free(pg_session *s);
 /* Per-identity limits (gate/limits.h): false when exceeded. */
 bool pg_session_take_connection_slot(pg_session *s);
 bool pg_session_take_statement_token(pg_session *s);
-struct pg_engines *pg_server_engines(const pg_server *srv);
+struct engines *pg_server_engines(const pg_server *srv);
 /* pg_upstream.c: the engine a session waited for is there (or err says why not). */
 void pg_upstream_engine_ready(pg_session *s, struct sqlp_engine *engine, const char *err);
 #endif

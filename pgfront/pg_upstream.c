@@ -16,9 +16,9 @@
 #include <string.h>
 
 #include "gate/conn.h"
+#include "gate/engines.h"
 #include "gate/log.h"
 #include "gate/tls.h"
-#include "pgfront/pg_engines.h"
 #include "pgfront/pg_session.h"
 
 #define UPSTREAM_AUTH_MAX 65536 /* authentication-phase messages from the server */
@@ -347,7 +347,7 @@ void pg_upstream_start(pg_session *s)
     }
     s->upstream_index = find_upstream_index(cfg, s->up);
     pg_session_arm_timer(s, s->up->connect_timeout_ms);
-    pg_engines_request(pg_server_engines(s->server), s->upstream_index, s);
+    engines_request(pg_server_engines(s->server), s->upstream_index, s);
 }
 
 void pg_upstream_engine_ready(pg_session *s, sqlp_engine *engine, const char *err)

@@ -355,6 +355,32 @@ def gateway_env():
 _running = []  # every Gateway started and not yet stopped
 
 
+class SilentServer:
+    """A TCP server that accepts connections and never says anything (a hung database)."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.accepted = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self):
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
+
+
 def default_config(workdir, stack, tls_pair, secret_file, verifiers, audit_key, port):
     """The configuration most tests use: upstreams clinic and bench on the stack's PostgreSQL,
     'nowhere' on a port where nothing listens, TLS offered (not required), audit on."""

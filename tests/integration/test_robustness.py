@@ -3,14 +3,13 @@ error (or closes), never crashes, and keeps serving everyone else."""
 
 import random
 import re
-import socket
 import threading
 import struct
 import time
 
 import pytest
 
-from harness import AGENT, AGENT_PASSWORD
+from harness import AGENT, AGENT_PASSWORD, SilentServer
 from pgwire import (PeerClosed, RawClient, ServerError, errors_of, message, parse_error_fields, query_message,
                     rows_of, startup_packet)
 
@@ -205,32 +204,6 @@ def test_upstream_down_gives_08006_with_a_clear_message(gateway, assert_serves):
     finally:
         c.close()
     assert_serves(gateway)
-
-
-class SilentServer:
-    """A TCP server that accepts connections and never says anything (a hung database)."""
-
-    def __init__(self):
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        self.accepted = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def close(self):
-        self.listener.close()
-        for conn in self.accepted:
-            conn.close()
 
 
 def test_hung_upstream_does_not_stall_other_sessions(start_gateway, upstream_secret_file, assert_serves):

@@ -10,10 +10,11 @@ import struct
 import threading
 import time
 
+import pymysql
 import pytest
 
 from mywire import COM_QUERY, DEFAULT_CAPS, MyClient, MyError, Closed
-from myharness import AGENT, AGENT_PASSWORD
+from myharness import AGENT, AGENT_PASSWORD, SilentServer
 
 GATEWAY_CONFIG = {"limits": {"max_message_bytes": "1MB", "client_buffer_bytes": "256kB"}}
 
@@ -226,3 +227,45 @@ def test_upstream_killed_mid_session(gateway, stack):
         c.query("select 1")
     c.close()
     assert_serves(gateway)
+
+
+def test_hung_upstream_catalog_does_not_stall_other_sessions(start_gateway, upstream_secret_file, my_via):
+    """An upstream that accepts but never answers: its catalog loads on a worker thread, so phigate
+    starts at once and sessions on a healthy upstream run while a session for the hung one waits,
+    then fails with the reason."""
+    silent = SilentServer()
+    try:
+        started = time.monotonic()
+        gw = start_gateway({"upstreams": {"hung": {"protocol": "mysql", "host": "127.0.0.1", "port": silent.port,
+                                                   "user": "phigate_app", "database": "clinic",
+                                                   "connect_timeout_ms": 3000, "tls": "disable",
+                                                   "password_file": str(upstream_secret_file)}},
+                            "roles": {"tester": {"upstreams": ["clinic", "bench", "nowhere", "hung"]}}})
+        assert time.monotonic() - started < 2.5, "phigate waited for the hung upstream's catalog to start"
+        outcome = {}
+
+        def connect_to_hung():
+            try:
+                with my_via(gw, db="hung"):
+                    outcome["result"] = "logged in?!"
+            except pymysql.MySQLError as e:
+                outcome["result"] = e.args
+        t = threading.Thread(target=connect_to_hung)
+        t.start()
+        time.sleep(0.3)  # that login now waits on the hung upstream's catalog
+        slowest = 0.0
+        with my_via(gw) as conn, conn.cursor() as cur:
+            for _ in range(5):
+                t0 = time.monotonic()
+                cur.execute("select count(*) from wards")
+                assert cur.fetchone() == (10,)
+                slowest = max(slowest, time.monotonic() - t0)
+                time.sleep(0.2)
+        t.join(30)
+        assert not t.is_alive()
+        code, msg = outcome["result"]
+        assert code == 1105 and "catalog is not loaded" in msg, outcome
+        assert "cannot read the catalog of MySQL upstream hung" in gw.log()
+        assert slowest < 1.0, f"a query on a healthy upstream took {slowest:.1f} s while another upstream hung"
+    finally:
+        silent.close()

@@ -1,4 +1,4 @@
-#include "pgfront/pg_engines.h"
+#include "gate/engines.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -10,35 +10,37 @@
 #include <unistd.h>
 
 #include "gate/log.h"
-#include "pgfront/pg_policy.h"
-#include "pgfront/pg_session.h"
 
 typedef enum { ENGINE_NONE, ENGINE_LOADING, ENGINE_READY, ENGINE_FAILED } engine_state;
 
 typedef struct waiter {
     struct waiter *next;
-    pg_session *s;
+    void *s;
 } waiter;
 
 typedef struct slot {
     engine_state state;
     sqlp_engine *engine;
     char error[512];
+    char info[128];
     waiter *waiters;
 } slot;
 
 /* One load, handed to a thread and back through the pipe. */
 typedef struct job {
-    pg_engines *owner;
+    engines *owner;
     int index;
     sqlp_engine *engine;
     char error[512];
+    char info[128];
 } job;
 
-struct pg_engines {
+struct engines {
     struct event_base *base;
     const config *cfg;
-    pg_engine_ready_cb cb;
+    const char *protocol;
+    engine_load_fn load;
+    engine_ready_fn cb;
     slot *slots;
     int pipe_fd[2];
     struct event *done_ev;
@@ -50,14 +52,14 @@ static void *load_thread(void *arg)
 {
     job *j = arg;
     const cfg_upstream *up = &j->owner->cfg->upstreams[j->index];
-    j->engine = pg_policy_load_engine(j->owner->cfg, up, j->error, sizeof j->error);
+    j->engine = j->owner->load(j->owner->cfg, up, j->info, sizeof j->info, j->error, sizeof j->error);
     /* A pointer is written whole: pipe writes under PIPE_BUF are atomic. */
     while (write(j->owner->pipe_fd[1], &j, sizeof j) < 0 && errno == EINTR)
         ;
     return NULL;
 }
 
-static void start_load(pg_engines *e, int i)
+static void start_load(engines *e, int i)
 {
     job *j = calloc(1, sizeof *j);
     j->owner = e;
@@ -78,7 +80,7 @@ static void start_load(pg_engines *e, int i)
 }
 
 /* Hand every waiter of slot i its engine (or the error). */
-static void wake_waiters(pg_engines *e, int i)
+static void wake_waiters(engines *e, int i)
 {
     slot *sl = &e->slots[i];
     waiter *w = sl->waiters;
@@ -99,7 +101,7 @@ static void wake_waiters(pg_engines *e, int i)
 static void on_load_done(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
-    pg_engines *e = arg;
+    engines *e = arg;
     job *j;
     while (read(fd, &j, sizeof j) == (ssize_t)sizeof j) {
         slot *sl = &e->slots[j->index];
@@ -107,7 +109,9 @@ static void on_load_done(evutil_socket_t fd, short what, void *arg)
         if (j->engine) {
             sl->state = ENGINE_READY;
             sl->engine = j->engine;
-            log_info("policy catalog of upstream %s loaded", e->cfg->upstreams[j->index].name);
+            snprintf(sl->info, sizeof sl->info, "%s", j->info);
+            log_info("policy catalog of upstream %s loaded%s%s%s", e->cfg->upstreams[j->index].name,
+                     j->info[0] ? " (" : "", j->info, j->info[0] ? ")" : "");
         } else {
             sl->state = ENGINE_FAILED;
             snprintf(sl->error, sizeof sl->error, "%s", j->error);
@@ -121,18 +125,21 @@ static void on_load_done(evutil_socket_t fd, short what, void *arg)
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
-    pg_engines *e = arg;
+    engines *e = arg;
     for (size_t i = 0; i < e->cfg->nupstreams; i++)
         if (e->slots[i].state == ENGINE_READY && e->slots[i].waiters)
             wake_waiters(e, (int)i);
 }
 
-pg_engines *pg_engines_new(struct event_base *base, const config *cfg, pg_engine_ready_cb cb)
+engines *engines_new(struct event_base *base, const config *cfg, const char *protocol, engine_load_fn load,
+                     engine_ready_fn ready)
 {
-    pg_engines *e = calloc(1, sizeof *e);
+    engines *e = calloc(1, sizeof *e);
     e->base = base;
     e->cfg = cfg;
-    e->cb = cb;
+    e->protocol = protocol;
+    e->load = load;
+    e->cb = ready;
     e->slots = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof *e->slots);
     if (pipe2(e->pipe_fd, O_CLOEXEC | O_NONBLOCK) != 0) {
         free(e->slots);
@@ -143,12 +150,12 @@ pg_engines *pg_engines_new(struct event_base *base, const config *cfg, pg_engine
     e->wake_ev = event_new(base, -1, 0, on_wake, e);
     event_add(e->done_ev, NULL);
     for (size_t i = 0; i < cfg->nupstreams; i++)
-        if (strcmp(cfg->upstreams[i].protocol, "postgres") == 0)
+        if (strcmp(cfg->upstreams[i].protocol, protocol) == 0)
             start_load(e, (int)i);
     return e;
 }
 
-void pg_engines_request(pg_engines *e, int i, pg_session *s)
+void engines_request(engines *e, int i, void *s)
 {
     slot *sl = &e->slots[i];
     waiter *w = calloc(1, sizeof *w);
@@ -161,7 +168,25 @@ void pg_engines_request(pg_engines *e, int i, pg_session *s)
         start_load(e, i); /* not loaded or failed before: try again */
 }
 
-void pg_engines_forget(pg_engines *e, pg_session *s)
+sqlp_engine *engines_get(engines *e, int i, char *err, size_t errlen)
+{
+    slot *sl = &e->slots[i];
+    if (sl->state == ENGINE_READY) {
+        sqlp_engine_ref(sl->engine);
+        return sl->engine;
+    }
+    if (sl->state == ENGINE_LOADING) {
+        snprintf(err, errlen, "the catalog of upstream %s is still loading", e->cfg->upstreams[i].name);
+        return NULL;
+    }
+    snprintf(err, errlen, "%s", sl->state == ENGINE_FAILED ? sl->error : "the catalog is not loaded");
+    start_load(e, i); /* for the next one */
+    return NULL;
+}
+
+const char *engines_info(const engines *e, int i) { return e->slots[i].info; }
+
+void engines_forget(engines *e, void *s)
 {
     for (size_t i = 0; i < e->cfg->nupstreams; i++) {
         for (waiter **p = &e->slots[i].waiters; *p;) {
@@ -176,7 +201,7 @@ void pg_engines_forget(pg_engines *e, pg_session *s)
     }
 }
 
-void pg_engines_free(pg_engines *e)
+void engines_free(engines *e)
 {
     if (!e)
         return;
