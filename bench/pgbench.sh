@@ -29,32 +29,11 @@ while (( $# )); do
   esac
 done
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
-BUILD=${PHIGATE_BUILD:-build}
-export PHIGATE_PORT_BASE=${PHIGATE_BENCH_PORT_BASE:-59000}
-WORK=$REPO/.run/bench
-PHIGATE_PORT=$((PHIGATE_PORT_BASE + 532)) # clear of other stacks' base+432 ports
-NOAUDIT_PORT=$((PHIGATE_PORT_BASE + 542))
-mkdir -p "$WORK"
-
-"$REPO/scripts/stack.sh" start >/dev/null
-eval "$("$REPO/scripts/stack.sh" env)"
-PHIGATE_BUILD=$BUILD "$REPO/scripts/gen-config.sh" "$WORK/phigate" "$PHIGATE_PORT" "$((PHIGATE_PORT_BASE + 580))" >/dev/null
-sed -i 's/^  log_level: info/  log_level: warn/' "$WORK/phigate/phigate.yaml"
-# The same phigate with the audit log switched off: what durability costs.
-sed -e "s/^  enabled: true/  enabled: false/" -e "s/port: $PHIGATE_PORT\$/port: $NOAUDIT_PORT/" \
-    -e "s/port: $((PHIGATE_PORT - 126))\$/port: $((NOAUDIT_PORT - 126))/" \
-    -e "s/port: $((PHIGATE_PORT_BASE + 580))\$/port: $((PHIGATE_PORT_BASE + 590))/" \
-    -e "s#phigate.pid#phigate-noaudit.pid#; s#phigate.log#phigate-noaudit.log#" \
-    "$WORK/phigate/phigate.yaml" > "$WORK/phigate/phigate-noaudit.yaml"
-AGENT_PW=$(<"$WORK/phigate/secrets/demo_agent")
-
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  "$REPO/scripts/stack.sh" stop >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_init
+bench_gen_config
+bench_noaudit_config
 
 # pgbouncer, session mode, SCRAM from its clients like phigate.
 mkdir -p "$WORK/pgbouncer"
@@ -76,17 +55,8 @@ printf '"demo_agent" "%s"\n' "$AGENT_PW" > "$WORK/pgbouncer/users.txt"
 chown -R postgres "$WORK/pgbouncer"; chmod 600 "$WORK/pgbouncer/users.txt"
 runuser -u postgres -- pgbouncer "$WORK/pgbouncer/pgbouncer.ini" >/dev/null 2>&1 &
 pids+=($!)
-"$REPO/$BUILD/phigate" --config "$WORK/phigate/phigate.yaml" 2>>"$WORK/phigate.stderr" &
-pids+=($!)
-"$REPO/$BUILD/phigate" --config "$WORK/phigate/phigate-noaudit.yaml" 2>>"$WORK/phigate.stderr" &
-pids+=($!)
-
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-              echo "bench: nothing listens on $1" >&2; exit 1; }
-wait_port "$STACK_PGBOUNCER_PORT"; wait_port "$PHIGATE_PORT"; wait_port "$NOAUDIT_PORT"
-for p in "${pids[@]}"; do
-  kill -0 "$p" 2>/dev/null || { echo "bench: a server did not start:"; tail -5 "$WORK/phigate.stderr"; exit 1; }
-done
+wait_port "$STACK_PGBOUNCER_PORT"
+bench_start_phigates
 
 export PGSSLMODE=disable
 direct() { PGPASSWORD=$STACK_PG_PASSWORD "$@" -h 127.0.0.1 -p "$STACK_PG_PORT" -U "$STACK_PG_USER" bench; }
@@ -110,8 +80,6 @@ run_one() { # target mode -> tps
 }
 
 declare -A results
-# Records in the audit log so far (all files): lines, one record each.
-audit_records() { cat "$WORK"/phigate/audit/audit-*.jsonl 2>/dev/null | wc -l; }
 TARGETS="direct pgbouncer phigate noaudit"
 echo "bench: pgbench -S, scale $SCALE, $CLIENTS clients, 2 threads, ${SECONDS_PER_RUN}s x $ROUNDS rounds, interleaved"
 for r in $(seq 1 "$ROUNDS"); do
@@ -130,7 +98,6 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo
 echo "phigate = policy + audit log with fdatasync before results are released (group commit);"
 echo "noaudit = the same phigate with audit.enabled: false."
