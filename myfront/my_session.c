@@ -1,29 +1,22 @@
 /*
- * Session lifecycle of the MySQL front: the listener, accept, the state
- * changes, and the one exit path (my_session_fail / my_session_close).
- * Sessions are freed on a just-freed list after the loop turn, never inside
- * their own callbacks, and not before every audit callback aimed at them ran.
+ * Session lifecycle of the MySQL front: accept, the state changes, and the one
+ * exit path (my_session_fail / my_session_close).  The listener, the session
+ * list and the reaper (sessions freed after the loop turn, not before every
+ * audit callback aimed at them ran) are gate/front's, shared with pgfront.
  */
 #include "myfront/my_session.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/listener.h>
-#include <netdb.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "gate/conn.h"
 #include "gate/engines.h"
-#include "gate/limits.h"
 #include "gate/log.h"
-#include "gate/tls.h"
 #include "myfront/my_audit.h"
 #include "myfront/my_hold.h"
 #include "myfront/my_policy.h"
@@ -41,24 +34,9 @@
 #define DEFAULT_SERVER_VERSION "8.0.0"
 
 struct my_server {
-    struct event_base *base;
-    const config *cfg;
-    SSL_CTX *tls_ctx;
-    SSL_CTX **upstream_tls;          /* per upstream, NULL when TLS is off */
-    struct sockaddr_storage *upstream_addr;
-    socklen_t *upstream_addrlen;
+    front f;                         /* first: listener, sessions, limits, upstream addresses */
     engines *engines;                /* per upstream policy engines, loaded off the loop */
-    struct evconnlistener *listener;
-    struct event *reaper;
-    struct audit_log *audit;
-    struct approvals *approvals;     /* NULL: approvals are off */
-    identity_limits *limits;         /* per identity: connections and statement rate */
-    my_session *dead;
-    my_session *all;
-    size_t nsessions;
-    uint64_t next_id;
     uint32_t next_connection_id;
-    uint8_t mock_secret[32];
     char version[128];               /* what the greeting says: the upstream's, marked as phigate */
 };
 
@@ -82,28 +60,24 @@ const char *myc_state_name(myc_state s) { return myc_names[s]; }
 const char *myu_state_name(myu_state s) { return myu_names[s]; }
 const char *myr_state_name(myr_state s) { return myr_names[s]; }
 
-const config *my_server_config(const my_server *srv) { return srv->cfg; }
-struct event_base *my_server_base(const my_server *srv) { return srv->base; }
-SSL_CTX *my_server_tls_ctx(const my_server *srv) { return srv->tls_ctx; }
-SSL_CTX *my_server_upstream_tls(const my_server *srv, int i) { return srv->upstream_tls[i]; }
-const uint8_t *my_server_mock_secret(const my_server *srv) { return srv->mock_secret; }
-struct audit_log *my_server_audit(const my_server *srv) { return srv->audit; }
-struct approvals *my_server_approvals(const my_server *srv) { return srv->approvals; }
-void my_server_set_approvals(my_server *srv, struct approvals *a) { srv->approvals = a; }
-size_t my_server_session_count(const my_server *srv) { return srv->nsessions; }
+const config *my_server_config(const my_server *srv) { return srv->f.cfg; }
+struct event_base *my_server_base(const my_server *srv) { return srv->f.base; }
+SSL_CTX *my_server_tls_ctx(const my_server *srv) { return srv->f.tls_ctx; }
+SSL_CTX *my_server_upstream_tls(const my_server *srv, int i) { return srv->f.upstream_tls[i]; }
+const uint8_t *my_server_mock_secret(const my_server *srv) { return srv->f.mock_secret; }
+struct audit_log *my_server_audit(const my_server *srv) { return srv->f.audit; }
+struct approvals *my_server_approvals(const my_server *srv) { return srv->f.approvals; }
+void my_server_set_approvals(my_server *srv, struct approvals *a) { srv->f.approvals = a; }
+size_t my_server_session_count(const my_server *srv) { return srv->f.nsessions; }
 
 uint32_t my_server_capabilities(const my_server *srv)
 {
-    return MY_SERVER_CAPS | (srv->tls_ctx ? MY_CAP(SSL) : 0);
+    return MY_SERVER_CAPS | (srv->f.tls_ctx ? MY_CAP(SSL) : 0);
 }
 
 bool my_server_upstream_addr(const my_server *srv, int i, struct sockaddr_storage *ss, socklen_t *len)
 {
-    if (srv->upstream_addrlen[i] == 0)
-        return false;
-    *ss = srv->upstream_addr[i];
-    *len = srv->upstream_addrlen[i];
-    return true;
+    return front_upstream_addr(&srv->f, i, ss, len);
 }
 
 sqlp_engine *my_server_engine(my_server *srv, int i, char *err, size_t errlen)
@@ -120,9 +94,9 @@ const char *my_server_version(my_server *srv)
 {
     if (srv->version[0])
         return srv->version;
-    for (size_t i = 0; i < srv->cfg->nupstreams; i++) {
-        const char *v = strcmp(srv->cfg->upstreams[i].protocol, "mysql") == 0 ? engines_info(srv->engines, (int)i)
-                                                                               : "";
+    for (size_t i = 0; i < srv->f.cfg->nupstreams; i++) {
+        const char *v = strcmp(srv->f.cfg->upstreams[i].protocol, "mysql") == 0 ? engines_info(srv->engines, (int)i)
+                                                                                 : "";
         if (v[0]) {
             snprintf(srv->version, sizeof srv->version, "%s%s-phigate",
                      strstr(v, "MariaDB") && strncmp(v, "5.5.5-", 6) != 0 ? "5.5.5-" : "", v);
@@ -165,35 +139,20 @@ void my_session_set_ustate(my_session *s, myu_state st)
     s->ustate = st;
 }
 
-static size_t identity_index(const my_session *s)
-{
-    return (size_t)(s->identity - s->server->cfg->identities);
-}
-
 bool my_session_take_connection_slot(my_session *s)
 {
-    if (!limits_acquire_connection(s->server->limits, identity_index(s), s->identity->max_connections))
-        return false;
-    s->counted = true;
-    return true;
+    return front_session_take_connection_slot(&s->fs, s->identity);
 }
 
 bool my_session_take_statement_token(my_session *s)
 {
-    return limits_take_statement(s->server->limits, identity_index(s), s->identity->statements_per_second,
-                                 limits_now_ns());
+    return front_session_take_statement_token(&s->fs, s->identity);
 }
 
-static void session_free(my_session *s)
+static void session_free(void *arg)
 {
-    if (s->counted)
-        limits_release_connection(s->server->limits, identity_index(s));
-    if (s->all_prev)
-        s->all_prev->all_next = s->all_next;
-    else
-        s->server->all = s->all_next;
-    if (s->all_next)
-        s->all_next->all_prev = s->all_prev;
+    my_session *s = arg;
+    front_session_remove(&s->fs);
     engines_forget(s->server->engines, s);
     my_hold_withdraw(s, "session freed");
     my_relay_free(s);
@@ -205,36 +164,13 @@ static void session_free(my_session *s)
         event_free(s->timer);
     conn_free(s->client);
     conn_free(s->upstream);
-    s->server->nsessions--;
     OPENSSL_cleanse(s->scramble, sizeof s->scramble);
     free(s);
 }
 
-static void reaper_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd, (void)what;
-    my_server *srv = arg;
-    while (srv->dead) {
-        my_session *s = srv->dead;
-        srv->dead = s->next_dead;
-        s->on_dead_list = false;
-        /* Durable-callbacks still to come point at it: freed when the last one runs. */
-        if (s->aud.pending == 0)
-            session_free(s);
-    }
-}
-
 /* Queued once only: the close and the last durable-callback may both ask
  * before the reaper runs. */
-void my_session_requeue_free(my_session *s)
-{
-    if (s->on_dead_list)
-        return;
-    s->on_dead_list = true;
-    s->next_dead = s->server->dead;
-    s->server->dead = s;
-    event_active(s->server->reaper, EV_TIMEOUT, 0);
-}
+void my_session_requeue_free(my_session *s) { front_session_queue_free(&s->fs); }
 
 void my_session_close(my_session *s, const char *why)
 {
@@ -244,41 +180,15 @@ void my_session_close(my_session *s, const char *why)
     my_hold_withdraw(s, why);
     my_audit_disconnect(s, why);
     my_session_set_state(s, MYC_DEAD);
-    if (s->client)
-        conn_read_disable(s->client);
-    if (s->upstream)
-        conn_read_disable(s->upstream);
-    if (s->timer)
-        event_del(s->timer);
-    my_session_requeue_free(s);
+    front_session_closed(&s->fs, s->client, s->upstream, s->timer);
 }
+
+static void close_session(void *s, const char *why) { my_session_close(s, why); }
 
 /* Write both directions now: once per event, after every packet of the batch moved. */
-void my_session_flush(my_session *s)
-{
-    if (s->state == MYC_DEAD)
-        return;
-    if (s->upstream && conn_unsent(s->upstream))
-        conn_flush(s->upstream);
-    if (s->state != MYC_DEAD && s->client && conn_unsent(s->client))
-        conn_flush(s->client);
-}
+void my_session_flush(my_session *s) { front_session_flush(&s->fs, s->client, s->upstream); }
 
-static void close_when_flushed(my_session *s)
-{
-    conn_flush(s->client);
-    if (s->state == MYC_DEAD)
-        return;
-    if (conn_unsent(s->client) == 0) {
-        my_session_close(s, "error sent");
-        return;
-    }
-    if (++s->closing_polls > 500) { /* 5 s at 10 ms */
-        my_session_close(s, "client did not read its error");
-        return;
-    }
-    my_session_arm_timer(s, 10);
-}
+static void close_when_flushed(my_session *s) { front_close_when_flushed(&s->fs, s->client, s->timer, "error sent"); }
 
 /* The ERR carries the id the client expects next: in the login phase the
  * handshake counter, in the command phase the response counter. */
@@ -316,11 +226,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         my_session_fail(s, MY_ER_HANDSHAKE, "08S01", "phigate: authentication timeout");
 }
 
-void my_session_arm_timer(my_session *s, int ms)
-{
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    event_add(s->timer, &tv);
-}
+void my_session_arm_timer(my_session *s, int ms) { front_arm_timer(s->timer, ms); }
 
 static void client_read_cb(conn *c, void *arg)
 {
@@ -397,98 +303,40 @@ void my_session_upstream_callbacks(my_session *s)
     conn_read_enable(s->upstream);
 }
 
-static void format_addr(const struct sockaddr *sa, char *host, size_t hostlen, char *out, size_t len)
-{
-    char h[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, h, sizeof h);
-        port = ntohs(in->sin_port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, h, sizeof h);
-        port = ntohs(in6->sin6_port);
-    }
-    snprintf(host, hostlen, "%s", h);
-    snprintf(out, len, "%s:%d", h, port);
-}
+/* Too many clients: MySQL clients read an ERR in place of the greeting (seq 0). */
+static void refuse_client(struct evbuffer *out, const char *msg) { my_put_err(out, 0, MY_ER_CON_COUNT, "08004", msg); }
 
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+static void accept_session(front *f, evutil_socket_t fd, const char *host, const char *addr)
 {
-    (void)l, (void)salen;
-    my_server *srv = arg;
-    if (srv->nsessions >= (size_t)srv->cfg->max_clients) {
-        /* MySQL clients read an ERR in place of the greeting (seq 0). */
-        static const char msg[] = "phigate: too many client connections";
-        log_warn("%s (max_clients=%d)", msg, srv->cfg->max_clients);
-        struct evbuffer *b = evbuffer_new();
-        my_put_err(b, 0, MY_ER_CON_COUNT, "08004", msg);
-        evbuffer_write(b, fd);
-        evbuffer_free(b);
-        evutil_closesocket(fd);
-        return;
-    }
+    my_server *srv = (my_server *)f; /* f is its first member */
     my_session *s = calloc(1, sizeof *s);
     s->server = srv;
-    s->id = ++srv->next_id;
+    front_session_add(f, &s->fs, s, &s->aud);
+    s->id = s->fs.id;
     s->connection_id = my_server_next_connection_id(srv);
-    format_addr(sa, s->client_host, sizeof s->client_host, s->client_addr, sizeof s->client_addr);
+    snprintf(s->client_host, sizeof s->client_host, "%s", host);
+    snprintf(s->client_addr, sizeof s->client_addr, "%s", addr);
     snprintf(s->prefix, sizeof s->prefix, "my#%llu %s", (unsigned long long)s->id, s->client_addr);
-    s->client = conn_new(srv->base, fd);
-    s->timer = evtimer_new(srv->base, timer_cb, s);
+    s->client = conn_new(f->base, fd);
+    s->timer = evtimer_new(f->base, timer_cb, s);
     my_audit_init(s);
-    s->all_next = srv->all;
-    if (srv->all)
-        srv->all->all_prev = s;
-    srv->all = s;
-    srv->nsessions++;
     my_session_log(s, LOG_LEVEL_DEBUG, "accepted");
     conn_set_callbacks(s->client, client_read_cb, client_drain_cb, client_event_cb, s);
     conn_read_enable(s->client);
-    my_session_arm_timer(s, srv->cfg->auth_timeout_ms);
+    my_session_arm_timer(s, f->cfg->auth_timeout_ms);
     /* The server speaks first in MySQL. */
     my_auth_greet(s);
     my_session_flush(s);
 }
 
-static void accept_error_cb(struct evconnlistener *l, void *arg)
-{
-    (void)l, (void)arg;
-    log_error("mysql accept failed: %s", strerror(errno));
-}
-
-static bool resolve_upstreams(my_server *srv, char *err, size_t errlen)
-{
-    size_t n = srv->cfg->nupstreams;
-    srv->upstream_addr = calloc(n ? n : 1, sizeof *srv->upstream_addr);
-    srv->upstream_addrlen = calloc(n ? n : 1, sizeof *srv->upstream_addrlen);
-    srv->upstream_tls = calloc(n ? n : 1, sizeof *srv->upstream_tls);
-    for (size_t i = 0; i < n; i++) {
-        const cfg_upstream *u = &srv->cfg->upstreams[i];
-        if (strcmp(u->protocol, "mysql") != 0)
-            continue;
-        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
-        char port[16];
-        snprintf(port, sizeof port, "%d", u->port);
-        /* Resolved once at start: the loop never blocks on DNS per connection. */
-        int rc = getaddrinfo(u->host, port, &hints, &res);
-        if (rc != 0) {
-            snprintf(err, errlen, "upstream %s: cannot resolve %s: %s", u->name, u->host, gai_strerror(rc));
-            return false;
-        }
-        memcpy(&srv->upstream_addr[i], res->ai_addr, res->ai_addrlen);
-        srv->upstream_addrlen[i] = res->ai_addrlen;
-        freeaddrinfo(res);
-        if (u->tls_mode != UPSTREAM_TLS_DISABLE) {
-            int verify = u->tls_mode == UPSTREAM_TLS_VERIFY_FULL ? 2 : u->tls_mode == UPSTREAM_TLS_VERIFY_CA ? 1 : 0;
-            srv->upstream_tls[i] = tls_client_ctx_new(verify, u->tls_ca_file, err, errlen);
-            if (!srv->upstream_tls[i])
-                return false;
-        }
-    }
-    return true;
-}
+static const front_ops my_front_ops = {
+    .protocol = "mysql",
+    .name = "myfront",
+    .accept = accept_session,
+    .refuse = refuse_client,
+    .close = close_session,
+    .free = session_free,
+};
 
 static void engine_ready(void *waiter, sqlp_engine *engine, const char *err)
 {
@@ -499,79 +347,33 @@ my_server *my_server_new(struct event_base *base, const config *cfg, struct audi
                          size_t errlen)
 {
     my_server *srv = calloc(1, sizeof *srv);
-    srv->base = base;
-    srv->audit = audit;
-    srv->cfg = cfg;
-    srv->limits = limits_new(cfg->nidentities);
-    if (RAND_bytes(srv->mock_secret, sizeof srv->mock_secret) != 1 ||
-        RAND_bytes((uint8_t *)&srv->next_connection_id, sizeof srv->next_connection_id) != 1) {
-        snprintf(err, errlen, "no randomness for the mock-authentication secret");
+    if (!front_init(&srv->f, &my_front_ops, base, cfg, audit, err, errlen)) {
+        my_server_free(srv);
+        return NULL;
+    }
+    if (RAND_bytes((uint8_t *)&srv->next_connection_id, sizeof srv->next_connection_id) != 1) {
+        snprintf(err, errlen, "no randomness for the connection ids");
         my_server_free(srv);
         return NULL;
     }
     /* Connection ids start at a random point so they say nothing about load. */
     srv->next_connection_id &= 0x3fffffff;
-    if (cfg->tls_cert_file && !(srv->tls_ctx = tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, errlen))) {
-        my_server_free(srv);
-        return NULL;
-    }
-    if (!resolve_upstreams(srv, err, errlen)) {
-        my_server_free(srv);
-        return NULL;
-    }
     my_policy_library_init();
     srv->engines = engines_new(base, cfg, "mysql", my_policy_load_engine, engine_ready);
-    struct sockaddr_storage ss;
-    int sslen = sizeof ss;
-    char addr[128];
-    snprintf(addr, sizeof addr, strchr(cfg->my_address, ':') ? "[%s]:%d" : "%s:%d", cfg->my_address, cfg->my_port);
-    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) != 0) {
-        snprintf(err, errlen, "listen.mysql.address %s is not an IP address", cfg->my_address);
+    if (!front_listen(&srv->f, cfg->my_address, cfg->my_port, "listen.mysql", err, errlen)) {
         my_server_free(srv);
         return NULL;
     }
-    srv->reaper = event_new(base, -1, 0, reaper_cb, srv);
-    srv->listener = evconnlistener_new_bind(base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 512,
-                                            (struct sockaddr *)&ss, sslen);
-    if (!srv->listener) {
-        snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
-        my_server_free(srv);
-        return NULL;
-    }
-    evconnlistener_set_error_cb(srv->listener, accept_error_cb);
-    log_info("myfront listening on %s%s", addr, srv->tls_ctx ? " (TLS available)" : "");
     return srv;
 }
 
-void my_server_shutdown(my_server *srv)
-{
-    for (my_session *s = srv->all; s; s = s->all_next)
-        my_session_close(s, "phigate is shutting down");
-    if (srv->listener) {
-        evconnlistener_free(srv->listener);
-        srv->listener = NULL;
-    }
-}
+void my_server_shutdown(my_server *srv) { front_shutdown(&srv->f); }
 
 void my_server_free(my_server *srv)
 {
     if (!srv)
         return;
-    if (srv->listener)
-        evconnlistener_free(srv->listener);
-    if (srv->reaper) {
-        reaper_cb(-1, 0, srv);
-        event_free(srv->reaper);
-    }
-    for (size_t i = 0; srv->upstream_tls && i < srv->cfg->nupstreams; i++)
-        if (srv->upstream_tls[i])
-            SSL_CTX_free(srv->upstream_tls[i]);
-    free(srv->upstream_tls);
+    front_cleanup(&srv->f); /* frees the sessions still queued, which forget their engine waits */
     engines_free(srv->engines);
-    free(srv->upstream_addr);
-    free(srv->upstream_addrlen);
-    if (srv->tls_ctx)
-        SSL_CTX_free(srv->tls_ctx);
-    limits_free(srv->limits);
     free(srv);
 }

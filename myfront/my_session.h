@@ -25,6 +25,7 @@
 
 #include "gate/audit_session.h"
 #include "gate/config.h"
+#include "gate/front.h"
 #include "gate/scram.h"
 #include "myfront/my_front.h"
 #include "myfront/my_wire.h"
@@ -107,9 +108,7 @@ typedef enum {
 
 typedef struct my_session {
     my_server *server;
-    struct my_session *next_dead;
-    bool on_dead_list;
-    struct my_session *all_next, *all_prev; /* every live session, for shutdown */
+    front_session fs;         /* listed, counted, freed by the reaper (gate/front.h) */
     uint64_t id;
     uint32_t connection_id;   /* what the client was told in the greeting */
     char prefix[192];         /* log prefix: "my#<id> <addr> <identity>" */
@@ -121,7 +120,6 @@ typedef struct my_session {
     conn *client;
     conn *upstream;
     struct event *timer;
-    int closing_polls;
     bool client_tls;
     bool upstream_tls;
 
@@ -137,7 +135,6 @@ typedef struct my_session {
     my_auth_method method;
     const char *auth_method_name;
     bool password_given;
-    bool counted;                 /* holds one of the identity's max_connections slots */
 
     /* upstream */
     const cfg_upstream *up;

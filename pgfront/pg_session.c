@@ -1,51 +1,29 @@
 /*
- * Session lifecycle: the listener, accept, the state changes, and the one exit
- * path (pg_session_fail / pg_session_close).  Sessions are freed on a
- * just-freed list after the loop turn, never inside their own callbacks.
+ * Session lifecycle: accept, the state changes, and the one exit path
+ * (pg_session_fail / pg_session_close).  The listener, the session list and the
+ * reaper that frees sessions after the loop turn are gate/front's, shared with
+ * myfront.
  */
 #include "pgfront/pg_session.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/listener.h>
-#include <netdb.h>
 #include <openssl/err.h>
-#include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "gate/conn.h"
 #include "gate/engines.h"
-#include "gate/limits.h"
 #include "gate/log.h"
-#include "gate/tls.h"
 #include "pgfront/pg_audit.h"
 #include "pgfront/pg_hold.h"
 #include "pgfront/pg_policy.h"
 
 struct pg_server {
-    struct event_base *base;
-    const config *cfg;
-    SSL_CTX *tls_ctx;
-    SSL_CTX **upstream_tls;              /* one per upstream, NULL when TLS is off */
-    struct sockaddr_storage *upstream_addr;
-    socklen_t *upstream_addrlen;
+    front f;                             /* first: listener, sessions, limits, upstream addresses */
     engines *engines;                    /* per upstream policy engines, loaded off the loop */
-    struct evconnlistener *listener;
-    struct event *reaper;
-    struct audit_log *audit;
-    identity_limits *limits;
-    struct approvals *approvals;
-    pg_session *dead;
-    pg_session *all;
-    size_t nsessions;
-    uint64_t next_id;
-    uint8_t mock_secret[32];
 };
 
 static const char *const pgc_names[] = {
@@ -62,22 +40,16 @@ static const char *const pgu_names[] = {
 const char *pgc_state_name(pgc_state s) { return pgc_names[s]; }
 const char *pgu_state_name(pgu_state s) { return pgu_names[s]; }
 
-const config *pg_server_config(const pg_server *srv) { return srv->cfg; }
-struct event_base *pg_server_base(const pg_server *srv) { return srv->base; }
-const uint8_t *pg_server_mock_secret(const pg_server *srv) { return srv->mock_secret; }
-size_t pg_server_session_count(const pg_server *srv) { return srv->nsessions; }
-
-SSL_CTX *pg_server_upstream_tls(const pg_server *srv, int i) { return srv->upstream_tls[i]; }
-
+const config *pg_server_config(const pg_server *srv) { return srv->f.cfg; }
+struct event_base *pg_server_base(const pg_server *srv) { return srv->f.base; }
+const uint8_t *pg_server_mock_secret(const pg_server *srv) { return srv->f.mock_secret; }
+size_t pg_server_session_count(const pg_server *srv) { return srv->f.nsessions; }
+SSL_CTX *pg_server_upstream_tls(const pg_server *srv, int i) { return srv->f.upstream_tls[i]; }
 engines *pg_server_engines(const pg_server *srv) { return srv->engines; }
 
 bool pg_server_upstream_addr(const pg_server *srv, int i, struct sockaddr_storage *ss, socklen_t *len)
 {
-    if (srv->upstream_addrlen[i] == 0)
-        return false;
-    *ss = srv->upstream_addr[i];
-    *len = srv->upstream_addrlen[i];
-    return true;
+    return front_upstream_addr(&srv->f, i, ss, len);
 }
 
 void pg_session_log(pg_session *s, int level, const char *fmt, ...)
@@ -105,35 +77,20 @@ void pg_session_set_ustate(pg_session *s, pgu_state st)
     s->ustate = st;
 }
 
-static size_t identity_index(const pg_session *s)
-{
-    return (size_t)(s->identity - s->server->cfg->identities);
-}
-
 bool pg_session_take_connection_slot(pg_session *s)
 {
-    if (!limits_acquire_connection(s->server->limits, identity_index(s), s->identity->max_connections))
-        return false;
-    s->counted = true;
-    return true;
+    return front_session_take_connection_slot(&s->fs, s->identity);
 }
 
 bool pg_session_take_statement_token(pg_session *s)
 {
-    return limits_take_statement(s->server->limits, identity_index(s), s->identity->statements_per_second,
-                                 limits_now_ns());
+    return front_session_take_statement_token(&s->fs, s->identity);
 }
 
-static void session_free(pg_session *s)
+static void session_free(void *arg)
 {
-    if (s->counted)
-        limits_release_connection(s->server->limits, identity_index(s));
-    if (s->all_prev)
-        s->all_prev->all_next = s->all_next;
-    else
-        s->server->all = s->all_next;
-    if (s->all_next)
-        s->all_next->all_prev = s->all_prev;
+    pg_session *s = arg;
+    front_session_remove(&s->fs);
     pg_cancel_unregister(s);
     engines_forget(s->server->engines, s);
     pg_hold_free(s);
@@ -146,36 +103,11 @@ static void session_free(pg_session *s)
     if (s->param_status)
         evbuffer_free(s->param_status);
     free(s->startup_copy);
-    s->server->nsessions--;
     OPENSSL_cleanse(&s->scram, sizeof s->scram);
     free(s);
 }
 
-static void reaper_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd, (void)what;
-    pg_server *srv = arg;
-    while (srv->dead) {
-        pg_session *s = srv->dead;
-        srv->dead = s->next_dead;
-        s->on_dead_list = false;
-        /* Durable-callbacks still to come point at it: freed when the last one runs. */
-        if (s->aud.pending == 0)
-            session_free(s);
-    }
-}
-
-static void queue_dead(pg_session *s)
-{
-    if (s->on_dead_list)
-        return;
-    s->on_dead_list = true;
-    s->next_dead = s->server->dead;
-    s->server->dead = s;
-    event_active(s->server->reaper, EV_TIMEOUT, 0);
-}
-
-void pg_session_requeue_free(pg_session *s) { queue_dead(s); }
+void pg_session_requeue_free(pg_session *s) { front_session_queue_free(&s->fs); }
 
 void pg_session_close(pg_session *s, const char *why)
 {
@@ -184,41 +116,18 @@ void pg_session_close(pg_session *s, const char *why)
     pg_session_log(s, LOG_LEVEL_INFO, "closing: %s", why);
     pg_audit_disconnect(s, why);
     pg_session_set_state(s, PGC_DEAD);
-    if (s->client)
-        conn_read_disable(s->client);
-    if (s->upstream)
-        conn_read_disable(s->upstream);
-    if (s->timer)
-        event_del(s->timer);
-    queue_dead(s);
+    front_session_closed(&s->fs, s->client, s->upstream, s->timer);
 }
+
+static void close_session(void *s, const char *why) { pg_session_close(s, why); }
 
 /* Write both directions now: called once per event, after all messages of the
  * batch were moved, so one send carries them all. */
-void pg_session_flush(pg_session *s)
-{
-    if (s->state == PGC_DEAD)
-        return;
-    if (s->upstream && conn_unsent(s->upstream))
-        conn_flush(s->upstream);
-    if (s->state != PGC_DEAD && s->client && conn_unsent(s->client))
-        conn_flush(s->client);
-}
+void pg_session_flush(pg_session *s) { front_session_flush(&s->fs, s->client, s->upstream); }
 
 static void close_when_flushed(pg_session *s)
 {
-    conn_flush(s->client);
-    if (s->state == PGC_DEAD)
-        return;
-    if (conn_unsent(s->client) == 0) {
-        pg_session_close(s, s->terminating ? "client sent Terminate" : "error sent");
-        return;
-    }
-    if (++s->closing_polls > 500) { /* 5 s at 10 ms */
-        pg_session_close(s, "client did not read its error");
-        return;
-    }
-    pg_session_arm_timer(s, 10);
+    front_close_when_flushed(&s->fs, s->client, s->timer, s->terminating ? "client sent Terminate" : "error sent");
 }
 
 /* The one exit path that tells the client why: a FATAL ErrorResponse, flushed, then close. */
@@ -261,11 +170,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         pg_session_fail(s, "08006", "authentication timeout", NULL);
 }
 
-void pg_session_arm_timer(pg_session *s, int ms)
-{
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    event_add(s->timer, &tv);
-}
+void pg_session_arm_timer(pg_session *s, int ms) { front_arm_timer(s->timer, ms); }
 
 static void client_read_cb(conn *c, void *arg)
 {
@@ -344,93 +249,36 @@ void pg_session_upstream_callbacks(pg_session *s)
     conn_read_enable(s->upstream);
 }
 
-static void format_addr(const struct sockaddr *sa, char *out, size_t len)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-        port = ntohs(in->sin_port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-        port = ntohs(in6->sin6_port);
-    }
-    snprintf(out, len, "%s:%d", host, port);
-}
+/* Too many clients: a FATAL ErrorResponse before the close. */
+static void refuse_client(struct evbuffer *out, const char *msg) { pg_put_error(out, "FATAL", "53300", msg, NULL, NULL); }
 
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+static void accept_session(front *f, evutil_socket_t fd, const char *host, const char *addr)
 {
-    (void)l, (void)salen;
-    pg_server *srv = arg;
-    if (srv->nsessions >= (size_t)srv->cfg->max_clients) {
-        /* Too many clients: say so in protocol form, then close. */
-        static const char msg[] = "phigate: too many client connections";
-        log_warn("%s (max_clients=%d)", msg, srv->cfg->max_clients);
-        struct evbuffer *b = evbuffer_new();
-        pg_put_error(b, "FATAL", "53300", msg, NULL, NULL);
-        evbuffer_write(b, fd);
-        evbuffer_free(b);
-        evutil_closesocket(fd);
-        return;
-    }
+    (void)host;
+    pg_server *srv = (pg_server *)f; /* f is its first member */
     pg_session *s = calloc(1, sizeof *s);
     s->server = srv;
-    s->id = ++srv->next_id;
+    front_session_add(f, &s->fs, s, &s->aud);
+    s->id = s->fs.id;
     s->txn_status = 'I';
-    format_addr(sa, s->client_addr, sizeof s->client_addr);
+    snprintf(s->client_addr, sizeof s->client_addr, "%s", addr);
     snprintf(s->prefix, sizeof s->prefix, "pg#%llu %s", (unsigned long long)s->id, s->client_addr);
-    s->client = conn_new(srv->base, fd);
-    s->timer = evtimer_new(srv->base, timer_cb, s);
+    s->client = conn_new(f->base, fd);
+    s->timer = evtimer_new(f->base, timer_cb, s);
     pg_audit_init(s);
-    s->all_next = srv->all;
-    if (srv->all)
-        srv->all->all_prev = s;
-    srv->all = s;
-    srv->nsessions++;
     pg_session_log(s, LOG_LEVEL_DEBUG, "accepted");
     pg_session_client_callbacks(s);
-    pg_session_arm_timer(s, srv->cfg->auth_timeout_ms);
+    pg_session_arm_timer(s, f->cfg->auth_timeout_ms);
 }
 
-static void accept_error_cb(struct evconnlistener *l, void *arg)
-{
-    (void)l, (void)arg;
-    log_error("accept failed: %s", strerror(errno));
-}
-
-static bool resolve_upstreams(pg_server *srv, char *err, size_t errlen)
-{
-    size_t n = srv->cfg->nupstreams;
-    srv->upstream_addr = calloc(n ? n : 1, sizeof *srv->upstream_addr);
-    srv->upstream_addrlen = calloc(n ? n : 1, sizeof *srv->upstream_addrlen);
-    srv->upstream_tls = calloc(n ? n : 1, sizeof *srv->upstream_tls);
-    for (size_t i = 0; i < n; i++) {
-        const cfg_upstream *u = &srv->cfg->upstreams[i];
-        if (strcmp(u->protocol, "postgres") != 0)
-            continue;
-        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
-        char port[16];
-        snprintf(port, sizeof port, "%d", u->port);
-        /* Resolved once at start: the loop never blocks on DNS per connection. */
-        int rc = getaddrinfo(u->host, port, &hints, &res);
-        if (rc != 0) {
-            snprintf(err, errlen, "upstream %s: cannot resolve %s: %s", u->name, u->host, gai_strerror(rc));
-            return false;
-        }
-        memcpy(&srv->upstream_addr[i], res->ai_addr, res->ai_addrlen);
-        srv->upstream_addrlen[i] = res->ai_addrlen;
-        freeaddrinfo(res);
-        if (u->tls_mode != UPSTREAM_TLS_DISABLE) {
-            int verify = u->tls_mode == UPSTREAM_TLS_VERIFY_FULL ? 2 : u->tls_mode == UPSTREAM_TLS_VERIFY_CA ? 1 : 0;
-            srv->upstream_tls[i] = tls_client_ctx_new(verify, u->tls_ca_file, err, errlen);
-            if (!srv->upstream_tls[i])
-                return false;
-        }
-    }
-    return true;
-}
+static const front_ops pg_front_ops = {
+    .protocol = "postgres",
+    .name = "pgfront",
+    .accept = accept_session,
+    .refuse = refuse_client,
+    .close = close_session,
+    .free = session_free,
+};
 
 /* gate/engines callbacks: the catalog read with libpq (on a worker thread), and its session. */
 static sqlp_engine *load_engine(const config *cfg, const cfg_upstream *up, char *info, size_t infolen, char *err,
@@ -449,80 +297,30 @@ pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audi
                          size_t errlen)
 {
     pg_server *srv = calloc(1, sizeof *srv);
-    srv->base = base;
-    srv->audit = audit;
-    srv->limits = limits_new(cfg->nidentities);
-    srv->cfg = cfg;
-    if (RAND_bytes(srv->mock_secret, sizeof srv->mock_secret) != 1) {
-        snprintf(err, errlen, "no randomness for the mock-authentication secret");
-        pg_server_free(srv);
-        return NULL;
-    }
-    if (cfg->tls_cert_file && !(srv->tls_ctx = tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, errlen))) {
-        pg_server_free(srv);
-        return NULL;
-    }
-    if (!resolve_upstreams(srv, err, errlen)) {
+    if (!front_init(&srv->f, &pg_front_ops, base, cfg, audit, err, errlen)) {
         pg_server_free(srv);
         return NULL;
     }
     srv->engines = engines_new(base, cfg, "postgres", load_engine, engine_ready);
-    struct sockaddr_storage ss;
-    int sslen = sizeof ss;
-    char addr[128];
-    snprintf(addr, sizeof addr, strchr(cfg->pg_address, ':') ? "[%s]:%d" : "%s:%d", cfg->pg_address, cfg->pg_port);
-    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) != 0) {
-        snprintf(err, errlen, "listen.postgres.address %s is not an IP address", cfg->pg_address);
+    if (!front_listen(&srv->f, cfg->pg_address, cfg->pg_port, "listen.postgres", err, errlen)) {
         pg_server_free(srv);
         return NULL;
     }
-    srv->listener = evconnlistener_new_bind(base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 512,
-                                            (struct sockaddr *)&ss, sslen);
-    if (!srv->listener) {
-        snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
-        pg_server_free(srv);
-        return NULL;
-    }
-    evconnlistener_set_error_cb(srv->listener, accept_error_cb);
-    srv->reaper = event_new(base, -1, 0, reaper_cb, srv);
-    log_info("pgfront listening on %s%s", addr, srv->tls_ctx ? " (TLS available)" : "");
     return srv;
 }
 
-SSL_CTX *pg_server_tls_ctx(const pg_server *srv) { return srv->tls_ctx; }
-struct audit_log *pg_server_audit(const pg_server *srv) { return srv->audit; }
-struct approvals *pg_server_approvals(const pg_server *srv) { return srv->approvals; }
-void pg_server_set_approvals(pg_server *srv, struct approvals *a) { srv->approvals = a; }
+SSL_CTX *pg_server_tls_ctx(const pg_server *srv) { return srv->f.tls_ctx; }
+struct audit_log *pg_server_audit(const pg_server *srv) { return srv->f.audit; }
+struct approvals *pg_server_approvals(const pg_server *srv) { return srv->f.approvals; }
+void pg_server_set_approvals(pg_server *srv, struct approvals *a) { srv->f.approvals = a; }
 
-void pg_server_shutdown(pg_server *srv)
-{
-    for (pg_session *s = srv->all; s; s = s->all_next)
-        pg_session_close(s, "phigate is shutting down");
-    if (srv->listener) {
-        evconnlistener_free(srv->listener);
-        srv->listener = NULL;
-    }
-}
+void pg_server_shutdown(pg_server *srv) { front_shutdown(&srv->f); }
 
 void pg_server_free(pg_server *srv)
 {
     if (!srv)
         return;
-    if (srv->listener)
-        evconnlistener_free(srv->listener);
-    if (srv->reaper) {
-        reaper_cb(-1, 0, srv);
-        event_free(srv->reaper);
-    }
-    for (size_t i = 0; srv->upstream_tls && i < srv->cfg->nupstreams; i++)
-        if (srv->upstream_tls[i])
-            SSL_CTX_free(srv->upstream_tls[i]);
-    free(srv->upstream_tls);
-    limits_free(srv->limits);
+    front_cleanup(&srv->f); /* frees the sessions still queued, which forget their engine waits */
     engines_free(srv->engines);
-    free(srv->upstream_addr);
-    free(srv->upstream_addrlen);
-    if (srv->tls_ctx)
-        SSL_CTX_free(srv->tls_ctx);
     free(srv);
 }

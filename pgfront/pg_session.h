@@ -13,6 +13,7 @@
 
 #include "gate/audit_session.h"
 #include "gate/config.h"
+#include "gate/front.h"
 #include "gate/scram.h"
 #include "pgfront/pg_front.h"
 #include "pgfront/pg_wire.h"
@@ -66,10 +67,8 @@ typedef struct pg_substitution {
 
 typedef struct pg_session {
     pg_server *server;
-    struct pg_session *next_dead;
-    bool on_dead_list;              /* queued for the reaper: never queue twice */
+    front_session fs;               /* listed, counted, freed by the reaper (gate/front.h) */
     struct pg_session *cancel_next; /* chain in the cancel-key table */
-    struct pg_session *all_next, *all_prev; /* every live session, for shutdown */
     uint64_t id;
     char prefix[192]; /* log prefix: "pg#<id> <addr> <identity>" */
     char client_addr[64];
@@ -79,7 +78,6 @@ typedef struct pg_session {
     conn *client;
     conn *upstream;
     struct event *timer;
-    int closing_polls;            /* PGC_CLOSING: flush checks so far */
     bool client_tls;
     bool upstream_tls;
 
@@ -113,7 +111,6 @@ typedef struct pg_session {
     struct pg_audit_state *audit;
     audit_session aud;     /* records, and those not yet durable: results wait for them */
     const char *scram_method;
-    bool counted;          /* holds one of its identity's connection slots */
     bool audit_held;       /* stopped reading upstream: results wait for the audit log */
     struct pg_held *held;  /* a statement waiting for approval (pg_hold.c) */
     bool terminating;      /* the client sent Terminate: relay what is left, then close */

@@ -1,0 +1,301 @@
+/*
+ * The session lifecycle both fronts share: see front.h.
+ */
+#include "gate/front.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netdb.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gate/conn.h"
+#include "gate/log.h"
+#include "gate/tls.h"
+
+#define CLOSE_POLL_MS 10
+#define CLOSE_POLLS_MAX 500 /* 5 s for the client to read its last error */
+
+/* ---- the reaper ------------------------------------------------------------------ */
+
+static void reaper_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    front *f = arg;
+    while (f->dead) {
+        front_session *fs = f->dead;
+        f->dead = fs->next_dead;
+        fs->on_dead_list = false;
+        /* Durable-callbacks still to come point at it: freed when the last one runs. */
+        if (fs->aud->pending == 0)
+            f->ops->free(fs->owner);
+    }
+}
+
+/* Queued once only: the close and the last durable-callback may both ask
+ * before the reaper runs. */
+void front_session_queue_free(front_session *fs)
+{
+    if (fs->on_dead_list)
+        return;
+    fs->on_dead_list = true;
+    fs->next_dead = fs->front->dead;
+    fs->front->dead = fs;
+    event_active(fs->front->reaper, EV_TIMEOUT, 0);
+}
+
+void front_session_closed(front_session *fs, conn *client, conn *upstream, struct event *timer)
+{
+    fs->dead = true;
+    if (client)
+        conn_read_disable(client);
+    if (upstream)
+        conn_read_disable(upstream);
+    if (timer)
+        event_del(timer);
+    front_session_queue_free(fs);
+}
+
+/* ---- sessions --------------------------------------------------------------------- */
+
+void front_session_add(front *f, front_session *fs, void *owner, const audit_session *aud)
+{
+    fs->front = f;
+    fs->owner = owner;
+    fs->aud = aud;
+    fs->id = ++f->next_id;
+    fs->all_next = f->all;
+    if (f->all)
+        f->all->all_prev = fs;
+    f->all = fs;
+    f->nsessions++;
+}
+
+void front_session_remove(front_session *fs)
+{
+    front *f = fs->front;
+    if (fs->counted)
+        limits_release_connection(f->limits, fs->identity);
+    if (fs->all_prev)
+        fs->all_prev->all_next = fs->all_next;
+    else
+        f->all = fs->all_next;
+    if (fs->all_next)
+        fs->all_next->all_prev = fs->all_prev;
+    f->nsessions--;
+}
+
+static size_t identity_index(const front_session *fs, const cfg_identity *id)
+{
+    return (size_t)(id - fs->front->cfg->identities);
+}
+
+bool front_session_take_connection_slot(front_session *fs, const cfg_identity *id)
+{
+    if (!limits_acquire_connection(fs->front->limits, identity_index(fs, id), id->max_connections))
+        return false;
+    fs->identity = identity_index(fs, id);
+    fs->counted = true;
+    return true;
+}
+
+bool front_session_take_statement_token(front_session *fs, const cfg_identity *id)
+{
+    return limits_take_statement(fs->front->limits, identity_index(fs, id), id->statements_per_second,
+                                 limits_now_ns());
+}
+
+/* Called once per event, after all messages of the batch moved, so one send carries them all. */
+void front_session_flush(front_session *fs, conn *client, conn *upstream)
+{
+    if (fs->dead)
+        return;
+    if (upstream && conn_unsent(upstream))
+        conn_flush(upstream);
+    if (!fs->dead && client && conn_unsent(client))
+        conn_flush(client);
+}
+
+void front_arm_timer(struct event *timer, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    event_add(timer, &tv);
+}
+
+void front_close_when_flushed(front_session *fs, conn *client, struct event *timer, const char *why)
+{
+    conn_flush(client);
+    if (fs->dead)
+        return;
+    if (conn_unsent(client) == 0) {
+        fs->front->ops->close(fs->owner, why);
+        return;
+    }
+    if (++fs->closing_polls > CLOSE_POLLS_MAX) {
+        fs->front->ops->close(fs->owner, "client did not read its error");
+        return;
+    }
+    front_arm_timer(timer, CLOSE_POLL_MS);
+}
+
+/* ---- the server --------------------------------------------------------------------- */
+
+static void format_addr(const struct sockaddr *sa, char *host, size_t hostlen, char *out, size_t len)
+{
+    char h[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, h, sizeof h);
+        port = ntohs(in->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, h, sizeof h);
+        port = ntohs(in6->sin6_port);
+    }
+    snprintf(host, hostlen, "%s", h);
+    snprintf(out, len, "%s:%d", h, port);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    (void)l, (void)salen;
+    front *f = arg;
+    if (f->nsessions >= (size_t)f->cfg->max_clients) {
+        /* Too many clients: say so in protocol form, then close. */
+        static const char msg[] = "phigate: too many client connections";
+        log_warn("%s: %s (max_clients=%d)", f->ops->name, msg, f->cfg->max_clients);
+        struct evbuffer *b = evbuffer_new();
+        f->ops->refuse(b, msg);
+        evbuffer_write(b, fd);
+        evbuffer_free(b);
+        evutil_closesocket(fd);
+        return;
+    }
+    char host[INET6_ADDRSTRLEN], addr[64];
+    format_addr(sa, host, sizeof host, addr, sizeof addr);
+    f->ops->accept(f, fd, host, addr);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    (void)l;
+    front *f = arg;
+    log_error("%s: accept failed: %s", f->ops->name, strerror(errno));
+}
+
+/* Resolved once at start: the loop never blocks on DNS per connection. */
+static bool resolve_upstreams(front *f, char *err, size_t errlen)
+{
+    size_t n = f->cfg->nupstreams;
+    f->upstream_addr = calloc(n ? n : 1, sizeof *f->upstream_addr);
+    f->upstream_addrlen = calloc(n ? n : 1, sizeof *f->upstream_addrlen);
+    f->upstream_tls = calloc(n ? n : 1, sizeof *f->upstream_tls);
+    for (size_t i = 0; i < n; i++) {
+        const cfg_upstream *u = &f->cfg->upstreams[i];
+        if (strcmp(u->protocol, f->ops->protocol) != 0)
+            continue;
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+        char port[16];
+        snprintf(port, sizeof port, "%d", u->port);
+        int rc = getaddrinfo(u->host, port, &hints, &res);
+        if (rc != 0) {
+            snprintf(err, errlen, "upstream %s: cannot resolve %s: %s", u->name, u->host, gai_strerror(rc));
+            return false;
+        }
+        memcpy(&f->upstream_addr[i], res->ai_addr, res->ai_addrlen);
+        f->upstream_addrlen[i] = res->ai_addrlen;
+        freeaddrinfo(res);
+        if (u->tls_mode != UPSTREAM_TLS_DISABLE) {
+            int verify = u->tls_mode == UPSTREAM_TLS_VERIFY_FULL ? 2 : u->tls_mode == UPSTREAM_TLS_VERIFY_CA ? 1 : 0;
+            f->upstream_tls[i] = tls_client_ctx_new(verify, u->tls_ca_file, err, errlen);
+            if (!f->upstream_tls[i])
+                return false;
+        }
+    }
+    return true;
+}
+
+bool front_upstream_addr(const front *f, int i, struct sockaddr_storage *ss, socklen_t *len)
+{
+    if (f->upstream_addrlen[i] == 0)
+        return false;
+    *ss = f->upstream_addr[i];
+    *len = f->upstream_addrlen[i];
+    return true;
+}
+
+bool front_init(front *f, const front_ops *ops, struct event_base *base, const config *cfg,
+                struct audit_log *audit, char *err, size_t errlen)
+{
+    memset(f, 0, sizeof *f);
+    f->ops = ops;
+    f->base = base;
+    f->cfg = cfg;
+    f->audit = audit;
+    f->limits = limits_new(cfg->nidentities);
+    f->reaper = event_new(base, -1, 0, reaper_cb, f);
+    if (RAND_bytes(f->mock_secret, sizeof f->mock_secret) != 1) {
+        snprintf(err, errlen, "no randomness for the mock-authentication secret");
+        return false;
+    }
+    if (cfg->tls_cert_file && !(f->tls_ctx = tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, errlen)))
+        return false;
+    return resolve_upstreams(f, err, errlen);
+}
+
+bool front_listen(front *f, const char *address, int port, const char *listen_key, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    int sslen = sizeof ss;
+    char addr[128];
+    snprintf(addr, sizeof addr, strchr(address, ':') ? "[%s]:%d" : "%s:%d", address, port);
+    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) != 0) {
+        snprintf(err, errlen, "%s.address %s is not an IP address", listen_key, address);
+        return false;
+    }
+    f->listener = evconnlistener_new_bind(f->base, accept_cb, f, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 512,
+                                          (struct sockaddr *)&ss, sslen);
+    if (!f->listener) {
+        snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
+        return false;
+    }
+    evconnlistener_set_error_cb(f->listener, accept_error_cb);
+    log_info("%s listening on %s%s", f->ops->name, addr, f->tls_ctx ? " (TLS available)" : "");
+    return true;
+}
+
+void front_shutdown(front *f)
+{
+    for (front_session *fs = f->all; fs; fs = fs->all_next)
+        f->ops->close(fs->owner, "phigate is shutting down");
+    if (f->listener) {
+        evconnlistener_free(f->listener);
+        f->listener = NULL;
+    }
+}
+
+void front_cleanup(front *f)
+{
+    if (f->listener)
+        evconnlistener_free(f->listener);
+    if (f->reaper) {
+        reaper_cb(-1, 0, f);
+        event_free(f->reaper);
+    }
+    for (size_t i = 0; f->upstream_tls && i < f->cfg->nupstreams; i++)
+        if (f->upstream_tls[i])
+            SSL_CTX_free(f->upstream_tls[i]);
+    free(f->upstream_tls);
+    free(f->upstream_addr);
+    free(f->upstream_addrlen);
+    limits_free(f->limits);
+    if (f->tls_ctx)
+        SSL_CTX_free(f->tls_ctx);
+    memset(f, 0, sizeof *f);
+}
