@@ -10,6 +10,7 @@
 #include <event2/listener.h>
 #include <netdb.h>
 #include <openssl/rand.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,13 +50,13 @@ void front_session_queue_free(front_session *fs)
     event_active(fs->front->reaper, EV_TIMEOUT, 0);
 }
 
-void front_session_closed(front_session *fs, conn *client, conn *upstream, struct event *timer)
+void front_session_closed(front_session *fs, struct event *timer)
 {
-    fs->dead = true;
-    if (client)
-        conn_read_disable(client);
-    if (upstream)
-        conn_read_disable(upstream);
+    fs->phase = FRONT_DEAD;
+    if (*fs->client)
+        conn_read_disable(*fs->client);
+    if (*fs->upstream)
+        conn_read_disable(*fs->upstream);
     if (timer)
         event_del(timer);
     front_session_queue_free(fs);
@@ -63,11 +64,15 @@ void front_session_closed(front_session *fs, conn *client, conn *upstream, struc
 
 /* ---- sessions --------------------------------------------------------------------- */
 
-void front_session_add(front *f, front_session *fs, void *owner, const audit_session *aud)
+void front_session_add(front *f, front_session *fs, void *owner, conn **client, conn **upstream,
+                       const char *prefix)
 {
     fs->front = f;
     fs->owner = owner;
-    fs->aud = aud;
+    fs->client = client;
+    fs->upstream = upstream;
+    fs->prefix = prefix;
+    fs->phase = FRONT_LOGIN;
     fs->id = ++f->next_id;
     fs->all_next = f->all;
     if (f->all)
@@ -110,15 +115,156 @@ bool front_session_take_statement_token(front_session *fs, const cfg_identity *i
                                  limits_now_ns());
 }
 
-/* Called once per event, after all messages of the batch moved, so one send carries them all. */
-void front_session_flush(front_session *fs, conn *client, conn *upstream)
+void front_session_log(const front_session *fs, int level, const char *fmt, ...)
 {
-    if (fs->dead)
+    va_list ap;
+    va_start(ap, fmt);
+    log_msgv((log_level)level, fs->prefix, fmt, ap);
+    va_end(ap);
+}
+
+front_phase front_phase_of(int st, int connecting)
+{
+    return st < connecting ? FRONT_LOGIN : (front_phase)(FRONT_CONNECTING + (st - connecting));
+}
+
+void front_session_transition(front_session *fs, front_phase phase, const char *side, const char *from,
+                              const char *to)
+{
+    if (fs->phase == FRONT_DEAD) {
+        log_error("[%s] BUG: %s state change %s on a dead session", fs->prefix, side, to);
+        abort();
+    }
+    front_session_log(fs, LOG_LEVEL_DEBUG, "%s %s -> %s", side, from, to);
+    fs->phase = phase;
+}
+
+/* Called once per event, after all messages of the batch moved, so one send carries them all. */
+void front_session_flush(front_session *fs)
+{
+    if (fs->phase == FRONT_DEAD)
         return;
-    if (upstream && conn_unsent(upstream))
-        conn_flush(upstream);
-    if (!fs->dead && client && conn_unsent(client))
-        conn_flush(client);
+    if (*fs->upstream && conn_unsent(*fs->upstream))
+        conn_flush(*fs->upstream);
+    if (fs->phase != FRONT_DEAD && *fs->client && conn_unsent(*fs->client))
+        conn_flush(*fs->client);
+}
+
+/* ---- connection events ------------------------------------------------------------------ */
+
+static bool closing(const front_session *fs) { return fs->phase == FRONT_CLOSING || fs->phase == FRONT_DEAD; }
+
+static void client_read_cb(conn *c, void *arg)
+{
+    (void)c;
+    front_session *fs = arg;
+    if (fs->phase == FRONT_ACTIVE)
+        fs->front->ops->client_data(fs->owner);
+    else if (fs->phase == FRONT_LOGIN)
+        fs->front->ops->login_data(fs->owner);
+    front_session_flush(fs);
+}
+
+static void client_drain_cb(conn *c, void *arg)
+{
+    (void)c;
+    front_session *fs = arg;
+    if (fs->phase == FRONT_ACTIVE) {
+        fs->front->ops->client_drained(fs->owner);
+        front_session_flush(fs);
+    }
+}
+
+static void client_event_cb(conn *c, conn_event ev, void *arg)
+{
+    front_session *fs = arg;
+    const front_ops *ops = fs->front->ops;
+    if (ev == CONN_CONNECTED) { /* the client's TLS handshake is done */
+        if (ops->client_tls_done && !closing(fs))
+            ops->client_tls_done(fs->owner);
+        front_session_flush(fs);
+        return;
+    }
+    if (closing(fs)) {
+        ops->close(fs->owner, "client went away");
+        return;
+    }
+    if (ev == CONN_ERROR)
+        front_session_log(fs, LOG_LEVEL_INFO, "client connection error: %s", conn_error(c));
+    ops->close(fs->owner, ev == CONN_EOF ? "client disconnected" : "client connection error");
+}
+
+void front_session_client_callbacks(front_session *fs)
+{
+    conn_set_callbacks(*fs->client, client_read_cb, client_drain_cb, client_event_cb, fs);
+    conn_read_enable(*fs->client);
+}
+
+static void upstream_read_cb(conn *c, void *arg)
+{
+    (void)c;
+    front_session *fs = arg;
+    if (closing(fs))
+        return;
+    fs->front->ops->upstream_data(fs->owner);
+    front_session_flush(fs);
+}
+
+static void upstream_drain_cb(conn *c, void *arg)
+{
+    (void)c;
+    front_session *fs = arg;
+    if (fs->phase == FRONT_ACTIVE) {
+        fs->front->ops->upstream_drained(fs->owner);
+        front_session_flush(fs);
+    }
+}
+
+static void upstream_event_cb(conn *c, conn_event ev, void *arg)
+{
+    (void)c;
+    front_session *fs = arg;
+    if (closing(fs))
+        return;
+    fs->front->ops->upstream_event(fs->owner, (int)ev);
+    front_session_flush(fs);
+}
+
+void front_session_upstream_callbacks(front_session *fs)
+{
+    conn_set_callbacks(*fs->upstream, upstream_read_cb, upstream_drain_cb, upstream_event_cb, fs);
+    conn_read_enable(*fs->upstream);
+}
+
+/* ---- the audit log's answers ---------------------------------------------------------------- */
+
+/* A statement record is on disk (or failed): audit_session counted it down. */
+static void on_durable(void *arg, bool ok)
+{
+    front_session *fs = arg;
+    if (fs->phase == FRONT_DEAD) {
+        /* The close left it to the last durability callback to queue it for freeing. */
+        if (fs->aud->pending == 0)
+            front_session_queue_free(fs);
+        return;
+    }
+    if (!ok) {
+        const char *why = audit_log_failed_reason(fs->front->audit);
+        front_session_log(fs, LOG_LEVEL_ERROR, "audit record not written: %s", why ? why : "out of memory");
+        /* The result is withheld: without its record it must not reach the agent. */
+        fs->front->ops->audit_failed(fs->owner);
+        return;
+    }
+    if (fs->aud->pending == 0 && fs->phase == FRONT_ACTIVE) {
+        fs->front->ops->audit_released(fs->owner);
+        front_session_flush(fs);
+    }
+}
+
+void front_session_audit(front_session *fs, audit_session *aud, const char *protocol)
+{
+    fs->aud = aud;
+    audit_session_init(aud, fs->front->audit, protocol, on_durable, fs);
 }
 
 void front_arm_timer(struct event *timer, int ms)
@@ -127,12 +273,12 @@ void front_arm_timer(struct event *timer, int ms)
     event_add(timer, &tv);
 }
 
-void front_close_when_flushed(front_session *fs, conn *client, struct event *timer, const char *why)
+void front_close_when_flushed(front_session *fs, struct event *timer, const char *why)
 {
-    conn_flush(client);
-    if (fs->dead)
+    conn_flush(*fs->client);
+    if (fs->phase == FRONT_DEAD)
         return;
-    if (conn_unsent(client) == 0) {
+    if (conn_unsent(*fs->client) == 0) {
         fs->front->ops->close(fs->owner, why);
         return;
     }

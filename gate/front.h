@@ -36,6 +36,17 @@ struct evconnlistener;
 typedef struct conn conn;
 typedef struct front front;
 
+/* Where a session is, as far as the shared part cares; each front maps its own
+ * client states onto these (front_session_transition). */
+typedef enum {
+    FRONT_LOGIN,      /* handshake and authentication */
+    FRONT_CONNECTING, /* client authenticated, upstream being opened */
+    FRONT_ACTIVE,     /* relaying statements */
+    FRONT_CLOSING,    /* flushing a last error, then closed */
+    FRONT_DEAD,       /* closed: queued for the reaper, no I/O any more */
+} front_phase;
+
+/* A front's side of the shared lifecycle; every callback gets the front's session. */
 typedef struct front_ops {
     const char *protocol; /* "postgres" | "mysql": the upstreams this front resolves */
     const char *name;     /* "pgfront", for log lines */
@@ -45,18 +56,31 @@ typedef struct front_ops {
     void (*refuse)(struct evbuffer *out, const char *msg);
     void (*close)(void *session, const char *why);
     void (*free)(void *session);
+    /* Connection events, dispatched by phase (after each, both directions are flushed). */
+    void (*login_data)(void *session);      /* client bytes in FRONT_LOGIN */
+    void (*client_data)(void *session);     /* client bytes in FRONT_ACTIVE */
+    void (*client_drained)(void *session);  /* FRONT_ACTIVE: the client's output drained */
+    void (*client_tls_done)(void *session); /* the client's TLS handshake finished; may be NULL */
+    void (*upstream_data)(void *session);   /* not closing */
+    void (*upstream_drained)(void *session); /* FRONT_ACTIVE */
+    void (*upstream_event)(void *session, int ev); /* conn_event, not closing */
+    /* The audit log: a record could not be written (fail the session), or none is pending any more. */
+    void (*audit_failed)(void *session);
+    void (*audit_released)(void *session);  /* FRONT_ACTIVE */
 } front_ops;
 
 typedef struct front_session {
     front *front;
     void *owner;                     /* the front's session */
-    const audit_session *aud;        /* its audit records: freed only when none is pending */
+    conn **client, **upstream;       /* where the front keeps its connections */
+    const char *prefix;              /* the front's log prefix ("pg#<id> <addr> <identity>") */
+    audit_session *aud;              /* its audit records: freed only when none is pending */
+    front_phase phase;
     struct front_session *next_dead; /* the reaper's list */
     struct front_session *all_next, *all_prev; /* every live session, for shutdown */
     uint64_t id;
     size_t identity;                 /* index in cfg->identities, once counted */
     bool on_dead_list;               /* queued for the reaper: never queued twice */
-    bool dead;                       /* closed: no state change, no I/O any more */
     bool counted;                    /* holds one of its identity's connection slots */
     int closing_polls;               /* front_close_when_flushed: checks so far */
 } front_session;
@@ -92,10 +116,27 @@ void front_shutdown(front *f);
 void front_cleanup(front *f);
 bool front_upstream_addr(const front *f, int upstream_index, struct sockaddr_storage *ss, socklen_t *len);
 
-/* A new session: listed, counted, given the next id. */
-void front_session_add(front *f, front_session *fs, void *owner, const audit_session *aud);
-/* The front closed it: reads stop, its timer stops, queued for the reaper. */
-void front_session_closed(front_session *fs, conn *client, conn *upstream, struct event *timer);
+/* A new session: listed, counted, given the next id; client, upstream and
+ * prefix are the front's fields, read when needed. */
+void front_session_add(front *f, front_session *fs, void *owner, conn **client, conn **upstream,
+                       const char *prefix);
+/* Its audit records (owner's audit_session; durability comes back through ops). */
+void front_session_audit(front_session *fs, audit_session *aud, const char *protocol);
+/* The front closed it (phase FRONT_DEAD): reads stop, its timer stops, queued for the reaper. */
+void front_session_closed(front_session *fs, struct event *timer);
+/* The phase of a front's client state st, when its states end with
+ * CONNECTING, ACTIVE, CLOSING, DEAD (each front _Static_asserts it) and the
+ * ones before connecting are the login. */
+front_phase front_phase_of(int st, int connecting);
+/* The front's client state changed (side "client"): the phase follows; a dead
+ * session never comes back (abort: a bug). */
+void front_session_transition(front_session *fs, front_phase phase, const char *side, const char *from,
+                              const char *to);
+void front_session_log(const front_session *fs, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Read both connections through the dispatch above (after a conn was made). */
+void front_session_client_callbacks(front_session *fs);
+void front_session_upstream_callbacks(front_session *fs);
 /* Queue for the reaper (again, after the last pending audit record). */
 void front_session_queue_free(front_session *fs);
 /* From ops->free: unlisted, its connection slot given back. */
@@ -106,10 +147,10 @@ bool front_session_take_connection_slot(front_session *fs, const cfg_identity *i
 bool front_session_take_statement_token(front_session *fs, const cfg_identity *id);
 
 /* Write both directions now (after every message of an event moved). */
-void front_session_flush(front_session *fs, conn *client, conn *upstream);
+void front_session_flush(front_session *fs);
 /* The last error is queued: close once the client read it (polling every 10
  * ms, at most 5 s), through ops->close with why. */
-void front_close_when_flushed(front_session *fs, conn *client, struct event *timer, const char *why);
+void front_close_when_flushed(front_session *fs, struct event *timer, const char *why);
 void front_arm_timer(struct event *timer, int ms);
 
 #endif

@@ -31,32 +31,9 @@ static const char *tls_version(my_session *s)
     return ssl ? SSL_get_version(ssl) : NULL;
 }
 
-/* ---- durability and session events ------------------------------------------------ */
+/* ---- session events ------------------------------------------------ */
 
-/* A statement record is on disk (or failed): audit_session counted it down. */
-static void on_durable(void *arg, bool ok)
-{
-    my_session *s = arg;
-    if (s->state == MYC_DEAD) {
-        if (s->aud.pending == 0)
-            my_session_requeue_free(s);
-        return;
-    }
-    if (!ok) {
-        const char *why = audit_log_failed_reason(log_of(s));
-        my_session_log(s, LOG_LEVEL_ERROR, "audit record not written: %s", why ? why : "out of memory");
-        /* The result is withheld: without its record it must not reach the agent. */
-        my_session_fail(s, MY_ER_UNKNOWN_ERROR, "HY000",
-                        "phigate could not write its audit log; the result is withheld (see phigate's log)");
-        return;
-    }
-    if (s->aud.pending == 0 && s->state == MYC_ACTIVE) {
-        my_relay_audit_released(s);
-        my_session_flush(s);
-    }
-}
-
-void my_audit_init(my_session *s) { audit_session_init(&s->aud, log_of(s), "mysql", on_durable, s); }
+void my_audit_init(my_session *s) { front_session_audit(&s->fs, &s->aud, "mysql"); }
 
 const char *my_audit_unavailable(my_session *s) { return audit_session_unavailable(&s->aud); }
 

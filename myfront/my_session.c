@@ -114,22 +114,15 @@ static uint32_t my_server_next_connection_id(my_server *srv)
     return srv->next_connection_id;
 }
 
-void my_session_log(my_session *s, int level, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    log_msgv((log_level)level, s->prefix, fmt, ap);
-    va_end(ap);
-}
+/* gate/front follows the client state through the phase of it. */
+_Static_assert(MYC_ACTIVE == MYC_CONNECTING + 1 && MYC_CLOSING == MYC_CONNECTING + 2 && MYC_DEAD == MYC_CONNECTING + 3,
+               "myc_state ends with CONNECTING, ACTIVE, CLOSING, DEAD (front_phase_of)");
 
-/* Impossible transitions are bugs: a DEAD session never comes back. */
+/* Impossible transitions are bugs: a DEAD session never comes back (front_session_transition). */
 void my_session_set_state(my_session *s, myc_state st)
 {
-    if (s->state == MYC_DEAD) {
-        log_error("[%s] BUG: state change %s on a dead session", s->prefix, myc_state_name(st));
-        abort();
-    }
-    my_session_log(s, LOG_LEVEL_DEBUG, "client %s -> %s", myc_state_name(s->state), myc_state_name(st));
+    front_session_transition(&s->fs, front_phase_of((int)st, MYC_CONNECTING), "client", myc_state_name(s->state),
+                             myc_state_name(st));
     s->state = st;
 }
 
@@ -137,16 +130,6 @@ void my_session_set_ustate(my_session *s, myu_state st)
 {
     my_session_log(s, LOG_LEVEL_DEBUG, "upstream %s -> %s", myu_state_name(s->ustate), myu_state_name(st));
     s->ustate = st;
-}
-
-bool my_session_take_connection_slot(my_session *s)
-{
-    return front_session_take_connection_slot(&s->fs, s->identity);
-}
-
-bool my_session_take_statement_token(my_session *s)
-{
-    return front_session_take_statement_token(&s->fs, s->identity);
 }
 
 static void session_free(void *arg)
@@ -168,10 +151,6 @@ static void session_free(void *arg)
     free(s);
 }
 
-/* Queued once only: the close and the last durable-callback may both ask
- * before the reaper runs. */
-void my_session_requeue_free(my_session *s) { front_session_queue_free(&s->fs); }
-
 void my_session_close(my_session *s, const char *why)
 {
     if (s->state == MYC_DEAD)
@@ -180,15 +159,15 @@ void my_session_close(my_session *s, const char *why)
     my_hold_withdraw(s, why);
     my_audit_disconnect(s, why);
     my_session_set_state(s, MYC_DEAD);
-    front_session_closed(&s->fs, s->client, s->upstream, s->timer);
+    front_session_closed(&s->fs, s->timer);
 }
 
 static void close_session(void *s, const char *why) { my_session_close(s, why); }
 
 /* Write both directions now: once per event, after every packet of the batch moved. */
-void my_session_flush(my_session *s) { front_session_flush(&s->fs, s->client, s->upstream); }
+void my_session_flush(my_session *s) { front_session_flush(&s->fs); }
 
-static void close_when_flushed(my_session *s) { front_close_when_flushed(&s->fs, s->client, s->timer, "error sent"); }
+static void close_when_flushed(my_session *s) { front_close_when_flushed(&s->fs, s->timer, "error sent"); }
 
 /* The ERR carries the id the client expects next: in the login phase the
  * handshake counter, in the command phase the response counter. */
@@ -228,79 +207,29 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 void my_session_arm_timer(my_session *s, int ms) { front_arm_timer(s->timer, ms); }
 
-static void client_read_cb(conn *c, void *arg)
+void my_session_upstream_callbacks(my_session *s) { front_session_upstream_callbacks(&s->fs); }
+
+/* ---- gate/front's calls: myfront's answers -------------------------------------------- */
+
+static void on_login_data(void *s) { my_auth_on_client_data(s); }
+static void on_client_data(void *s) { my_relay_client_data(s); }
+static void on_client_drained(void *s) { my_relay_client_drained(s); }
+static void on_upstream_data(void *s) { my_upstream_on_data(s); }
+static void on_upstream_drained(void *s) { my_relay_upstream_drained(s); }
+static void on_upstream_event(void *s, int ev) { my_upstream_on_event(s, ev); }
+static void on_audit_released(void *s) { my_relay_audit_released(s); }
+
+static void on_audit_failed(void *s)
 {
-    (void)c;
-    my_session *s = arg;
-    if (s->state == MYC_ACTIVE)
-        my_relay_client_data(s);
-    else if (s->state < MYC_CONNECTING)
-        my_auth_on_client_data(s);
-    my_session_flush(s);
+    my_session_fail(s, MY_ER_UNKNOWN_ERROR, "HY000",
+                    "phigate could not write its audit log; the result is withheld (see phigate's log)");
 }
 
-static void client_drain_cb(conn *c, void *arg)
-{
-    (void)c;
-    my_session *s = arg;
-    if (s->state == MYC_ACTIVE) {
-        my_relay_client_drained(s);
-        my_session_flush(s);
-    }
-}
-
-static void client_event_cb(conn *c, conn_event ev, void *arg)
+static void on_client_tls_done(void *arg)
 {
     my_session *s = arg;
-    if (ev == CONN_CONNECTED) { /* TLS handshake done */
-        if (s->state == MYC_TLS)
-            my_auth_on_tls_done(s);
-        my_session_flush(s);
-        return;
-    }
-    if (s->state == MYC_CLOSING || s->state == MYC_DEAD) {
-        my_session_close(s, "client went away");
-        return;
-    }
-    if (ev == CONN_ERROR)
-        my_session_log(s, LOG_LEVEL_INFO, "client connection error: %s", conn_error(c));
-    my_session_close(s, ev == CONN_EOF ? "client disconnected" : "client connection error");
-}
-
-static void upstream_read_cb(conn *c, void *arg)
-{
-    (void)c;
-    my_session *s = arg;
-    if (s->state == MYC_DEAD || s->state == MYC_CLOSING)
-        return;
-    my_upstream_on_data(s);
-    my_session_flush(s);
-}
-
-static void upstream_drain_cb(conn *c, void *arg)
-{
-    (void)c;
-    my_session *s = arg;
-    if (s->state == MYC_ACTIVE) {
-        my_relay_upstream_drained(s);
-        my_session_flush(s);
-    }
-}
-
-static void upstream_event_cb(conn *c, conn_event ev, void *arg)
-{
-    (void)c;
-    my_session *s = arg;
-    if (s->state == MYC_DEAD || s->state == MYC_CLOSING)
-        return;
-    my_upstream_on_event(s, (int)ev);
-    my_session_flush(s);
-}
-
-void my_session_upstream_callbacks(my_session *s)
-{
-    conn_set_callbacks(s->upstream, upstream_read_cb, upstream_drain_cb, upstream_event_cb, s);
-    conn_read_enable(s->upstream);
+    if (s->state == MYC_TLS)
+        my_auth_on_tls_done(s);
 }
 
 /* Too many clients: MySQL clients read an ERR in place of the greeting (seq 0). */
@@ -311,7 +240,7 @@ static void accept_session(front *f, evutil_socket_t fd, const char *host, const
     my_server *srv = (my_server *)f; /* f is its first member */
     my_session *s = calloc(1, sizeof *s);
     s->server = srv;
-    front_session_add(f, &s->fs, s, &s->aud);
+    front_session_add(f, &s->fs, s, &s->client, &s->upstream, s->prefix);
     s->id = s->fs.id;
     s->connection_id = my_server_next_connection_id(srv);
     snprintf(s->client_host, sizeof s->client_host, "%s", host);
@@ -321,8 +250,7 @@ static void accept_session(front *f, evutil_socket_t fd, const char *host, const
     s->timer = evtimer_new(f->base, timer_cb, s);
     my_audit_init(s);
     my_session_log(s, LOG_LEVEL_DEBUG, "accepted");
-    conn_set_callbacks(s->client, client_read_cb, client_drain_cb, client_event_cb, s);
-    conn_read_enable(s->client);
+    front_session_client_callbacks(&s->fs);
     my_session_arm_timer(s, f->cfg->auth_timeout_ms);
     /* The server speaks first in MySQL. */
     my_auth_greet(s);
@@ -336,6 +264,15 @@ static const front_ops my_front_ops = {
     .refuse = refuse_client,
     .close = close_session,
     .free = session_free,
+    .login_data = on_login_data,
+    .client_data = on_client_data,
+    .client_drained = on_client_drained,
+    .client_tls_done = on_client_tls_done,
+    .upstream_data = on_upstream_data,
+    .upstream_drained = on_upstream_drained,
+    .upstream_event = on_upstream_event,
+    .audit_failed = on_audit_failed,
+    .audit_released = on_audit_released,
 };
 
 static void engine_ready(void *waiter, sqlp_engine *engine, const char *err)

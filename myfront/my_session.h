@@ -182,16 +182,15 @@ typedef struct my_session {
 void my_session_close(my_session *s, const char *why);
 /* The one exit path that tells the client why: an ERR packet, flushed, then close. */
 void my_session_fail(my_session *s, uint16_t code, const char *sqlstate, const char *message);
-void my_session_log(my_session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define my_session_log(s, level, ...) front_session_log(&(s)->fs, (level), __VA_ARGS__)
 void my_session_set_state(my_session *s, myc_state st);
 void my_session_set_ustate(my_session *s, myu_state st);
 void my_session_flush(my_session *s);
 void my_session_arm_timer(my_session *s, int ms);
-void my_session_requeue_free(my_session *s);
 void my_session_upstream_callbacks(my_session *s);
 /* Per-identity limits (gate/limits.h): false when the identity is over them. */
-bool my_session_take_connection_slot(my_session *s);
-bool my_session_take_statement_token(my_session *s);
+#define my_session_take_connection_slot(s) front_session_take_connection_slot(&(s)->fs, (s)->identity)
+#define my_session_take_statement_token(s) front_session_take_statement_token(&(s)->fs, (s)->identity)
 const config *my_server_config(const my_server *srv);
 struct event_base *my_server_base(const my_server *srv);
 SSL_CTX *my_server_tls_ctx(const my_server *srv);

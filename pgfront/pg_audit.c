@@ -62,34 +62,11 @@ static const char *tls_version(pg_session *s)
     return ssl ? SSL_get_version(ssl) : NULL;
 }
 
-/* ---- durability and session events ------------------------------------------------- */
-
-/* A statement record is on disk (or failed): audit_session counted it down. */
-static void on_durable(void *arg, bool ok)
-{
-    pg_session *s = arg;
-    if (s->state == PGC_DEAD) {
-        if (s->aud.pending == 0)
-            pg_session_requeue_free(s);
-        return;
-    }
-    if (!ok) {
-        const char *why = audit_log_failed_reason(log_of(s));
-        pg_session_log(s, LOG_LEVEL_ERROR, "audit record not written: %s", why ? why : "out of memory");
-        /* The result is withheld: without its record it must not reach the agent. */
-        pg_session_fail(s, "58030", "phigate could not write its audit log; the result is withheld",
-                        "the administrator must fix the audit log (see phigate's log)");
-        return;
-    }
-    if (s->aud.pending == 0 && s->state == PGC_ACTIVE) {
-        pg_relay_audit_released(s);
-        pg_session_flush(s);
-    }
-}
+/* ---- session events ------------------------------------------------- */
 
 void pg_audit_init(pg_session *s)
 {
-    audit_session_init(&s->aud, log_of(s), "postgres", on_durable, s);
+    front_session_audit(&s->fs, &s->aud, "postgres");
 }
 
 const char *pg_audit_unavailable(pg_session *s) { return audit_session_unavailable(&s->aud); }
@@ -204,7 +181,8 @@ void pg_audit_bind(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr
         if (len < 0)
             p->null[i] = true;
         else
-            audit_param_token(&s->identity->role->policy, len > 0 ? v : (const uint8_t *)"", (size_t)(len > 0 ? len : 0), p->params[i]);
+            audit_param_token(&s->identity->role->policy, len > 0 ? v : (const uint8_t *)"", (size_t)(len > 0 ? len : 0),
+                              p->params[i]);
     }
     free(msg);
 }

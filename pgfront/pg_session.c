@@ -52,22 +52,15 @@ bool pg_server_upstream_addr(const pg_server *srv, int i, struct sockaddr_storag
     return front_upstream_addr(&srv->f, i, ss, len);
 }
 
-void pg_session_log(pg_session *s, int level, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    log_msgv((log_level)level, s->prefix, fmt, ap);
-    va_end(ap);
-}
+/* gate/front follows the client state through the phase of it. */
+_Static_assert(PGC_ACTIVE == PGC_CONNECTING + 1 && PGC_CLOSING == PGC_CONNECTING + 2 && PGC_DEAD == PGC_CONNECTING + 3,
+               "pgc_state ends with CONNECTING, ACTIVE, CLOSING, DEAD (front_phase_of)");
 
-/* Impossible transitions are bugs: a DEAD session never comes back. */
+/* Impossible transitions are bugs: a DEAD session never comes back (front_session_transition). */
 void pg_session_set_state(pg_session *s, pgc_state st)
 {
-    if (s->state == PGC_DEAD) {
-        log_error("[%s] BUG: state change %s on a dead session", s->prefix, pgc_state_name(st));
-        abort();
-    }
-    pg_session_log(s, LOG_LEVEL_DEBUG, "client %s -> %s", pgc_state_name(s->state), pgc_state_name(st));
+    front_session_transition(&s->fs, front_phase_of((int)st, PGC_CONNECTING), "client", pgc_state_name(s->state),
+                             pgc_state_name(st));
     s->state = st;
 }
 
@@ -75,16 +68,6 @@ void pg_session_set_ustate(pg_session *s, pgu_state st)
 {
     pg_session_log(s, LOG_LEVEL_DEBUG, "upstream %s -> %s", pgu_state_name(s->ustate), pgu_state_name(st));
     s->ustate = st;
-}
-
-bool pg_session_take_connection_slot(pg_session *s)
-{
-    return front_session_take_connection_slot(&s->fs, s->identity);
-}
-
-bool pg_session_take_statement_token(pg_session *s)
-{
-    return front_session_take_statement_token(&s->fs, s->identity);
 }
 
 static void session_free(void *arg)
@@ -107,8 +90,6 @@ static void session_free(void *arg)
     free(s);
 }
 
-void pg_session_requeue_free(pg_session *s) { front_session_queue_free(&s->fs); }
-
 void pg_session_close(pg_session *s, const char *why)
 {
     if (s->state == PGC_DEAD)
@@ -116,18 +97,18 @@ void pg_session_close(pg_session *s, const char *why)
     pg_session_log(s, LOG_LEVEL_INFO, "closing: %s", why);
     pg_audit_disconnect(s, why);
     pg_session_set_state(s, PGC_DEAD);
-    front_session_closed(&s->fs, s->client, s->upstream, s->timer);
+    front_session_closed(&s->fs, s->timer);
 }
 
 static void close_session(void *s, const char *why) { pg_session_close(s, why); }
 
 /* Write both directions now: called once per event, after all messages of the
  * batch were moved, so one send carries them all. */
-void pg_session_flush(pg_session *s) { front_session_flush(&s->fs, s->client, s->upstream); }
+void pg_session_flush(pg_session *s) { front_session_flush(&s->fs); }
 
 static void close_when_flushed(pg_session *s)
 {
-    front_close_when_flushed(&s->fs, s->client, s->timer, s->terminating ? "client sent Terminate" : "error sent");
+    front_close_when_flushed(&s->fs, s->timer, s->terminating ? "client sent Terminate" : "error sent");
 }
 
 /* The one exit path that tells the client why: a FATAL ErrorResponse, flushed, then close. */
@@ -172,85 +153,30 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 void pg_session_arm_timer(pg_session *s, int ms) { front_arm_timer(s->timer, ms); }
 
-static void client_read_cb(conn *c, void *arg)
-{
-    (void)c;
-    pg_session *s = arg;
-    if (s->state == PGC_ACTIVE)
-        pg_relay_client_data(s);
-    else if (s->state < PGC_CONNECTING)
-        pg_auth_on_client_data(s);
-    pg_session_flush(s);
-}
+void pg_session_client_callbacks(pg_session *s) { front_session_client_callbacks(&s->fs); }
+void pg_session_upstream_callbacks(pg_session *s) { front_session_upstream_callbacks(&s->fs); }
 
-static void client_drain_cb(conn *c, void *arg)
-{
-    (void)c;
-    pg_session *s = arg;
-    if (s->state == PGC_ACTIVE) {
-        pg_relay_client_drained(s);
-        pg_session_flush(s);
-    }
-}
+/* ---- gate/front's calls: pgfront's answers ------------------------------------------- */
 
-static void client_event_cb(conn *c, conn_event ev, void *arg)
-{
-    pg_session *s = arg;
-    if (ev == CONN_CONNECTED) /* TLS handshake done: wait for the StartupMessage */
-        return;
-    if (s->state == PGC_CLOSING || s->state == PGC_DEAD) {
-        pg_session_close(s, "client went away");
-        return;
-    }
-    if (ev == CONN_ERROR)
-        pg_session_log(s, LOG_LEVEL_INFO, "client connection error: %s", conn_error(c));
-    pg_session_close(s, ev == CONN_EOF ? "client disconnected" : "client connection error");
-}
+static void on_login_data(void *s) { pg_auth_on_client_data(s); }
+static void on_client_data(void *s) { pg_relay_client_data(s); }
+static void on_client_drained(void *s) { pg_relay_client_drained(s); }
+static void on_upstream_data(void *s) { pg_upstream_on_data(s); }
+static void on_upstream_drained(void *s) { pg_relay_upstream_drained(s); }
+static void on_upstream_event(void *s, int ev) { pg_upstream_on_event(s, ev); }
+static void on_audit_released(void *s) { pg_relay_audit_released(s); }
 
-void pg_session_client_callbacks(pg_session *s)
+static void on_audit_failed(void *s)
 {
-    conn_set_callbacks(s->client, client_read_cb, client_drain_cb, client_event_cb, s);
-    conn_read_enable(s->client);
-}
-
-static void upstream_read_cb(conn *c, void *arg)
-{
-    (void)c;
-    pg_session *s = arg;
-    if (s->state == PGC_DEAD || s->state == PGC_CLOSING)
-        return;
-    pg_upstream_on_data(s);
-    pg_session_flush(s);
-}
-
-static void upstream_drain_cb(conn *c, void *arg)
-{
-    (void)c;
-    pg_session *s = arg;
-    if (s->state == PGC_ACTIVE) {
-        pg_relay_upstream_drained(s);
-        pg_session_flush(s);
-    }
-}
-
-static void upstream_event_cb(conn *c, conn_event ev, void *arg)
-{
-    (void)c;
-    pg_session *s = arg;
-    if (s->state == PGC_DEAD || s->state == PGC_CLOSING)
-        return;
-    pg_upstream_on_event(s, (int)ev);
-    pg_session_flush(s);
-}
-
-void pg_session_upstream_callbacks(pg_session *s)
-{
-    conn_set_callbacks(s->upstream, upstream_read_cb, upstream_drain_cb, upstream_event_cb, s);
-    conn_read_enable(s->upstream);
+    pg_session_fail(s, "58030", "phigate could not write its audit log; the result is withheld",
+                    "the administrator must fix the audit log (see phigate's log)");
 }
 
 /* Too many clients: a FATAL ErrorResponse before the close. */
-static void refuse_client(struct evbuffer *out, const char *msg) { pg_put_error(out, "FATAL", "53300", msg, NULL, NULL); }
+static void refuse_client(struct evbuffer *out, const char *msg)
+{
+    pg_put_error(out, "FATAL", "53300", msg, NULL, NULL);
+}
 
 static void accept_session(front *f, evutil_socket_t fd, const char *host, const char *addr)
 {
@@ -258,7 +184,7 @@ static void accept_session(front *f, evutil_socket_t fd, const char *host, const
     pg_server *srv = (pg_server *)f; /* f is its first member */
     pg_session *s = calloc(1, sizeof *s);
     s->server = srv;
-    front_session_add(f, &s->fs, s, &s->aud);
+    front_session_add(f, &s->fs, s, &s->client, &s->upstream, s->prefix);
     s->id = s->fs.id;
     s->txn_status = 'I';
     snprintf(s->client_addr, sizeof s->client_addr, "%s", addr);
@@ -278,6 +204,14 @@ static const front_ops pg_front_ops = {
     .refuse = refuse_client,
     .close = close_session,
     .free = session_free,
+    .login_data = on_login_data,
+    .client_data = on_client_data,
+    .client_drained = on_client_drained,
+    .upstream_data = on_upstream_data,
+    .upstream_drained = on_upstream_drained,
+    .upstream_event = on_upstream_event,
+    .audit_failed = on_audit_failed,
+    .audit_released = on_audit_released,
 };
 
 /* gate/engines callbacks: the catalog read with libpq (on a worker thread), and its session. */

@@ -124,7 +124,7 @@ void pg_session_close(pg_session *s, const char *why);
 void pg_session_fail(pg_session *s, const char *sqlstate, const char *message, const char *hint);
 /* Flush what the client has to read, then close (no error to add). */
 void pg_session_finish(pg_session *s, const char *why);
-void pg_session_log(pg_session *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define pg_session_log(s, level, ...) front_session_log(&(s)->fs, (level), __VA_ARGS__)
 void pg_session_set_state(pg_session *s, pgc_state st);
 void pg_session_set_ustate(pg_session *s, pgu_state st);
 const config *pg_server_config(const pg_server *srv);
@@ -167,10 +167,9 @@ void pg_session_flush(pg_session *s);
 SSL_CTX *pg_server_tls_ctx(const pg_server *srv);
 struct audit_log *pg_server_audit(const pg_server *srv);
 struct approvals *pg_server_approvals(const pg_server *srv);
-void pg_session_requeue_free(pg_session *s);
 /* Per-identity limits (gate/limits.h): false when exceeded. */
-bool pg_session_take_connection_slot(pg_session *s);
-bool pg_session_take_statement_token(pg_session *s);
+#define pg_session_take_connection_slot(s) front_session_take_connection_slot(&(s)->fs, (s)->identity)
+#define pg_session_take_statement_token(s) front_session_take_statement_token(&(s)->fs, (s)->identity)
 struct engines *pg_server_engines(const pg_server *srv);
 /* pg_upstream.c: the engine a session waited for is there (or err says why not). */
 void pg_upstream_engine_ready(pg_session *s, struct sqlp_engine *engine, const char *err);
