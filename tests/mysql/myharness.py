@@ -111,7 +111,7 @@ def default_config(workdir, stack, tls, secret_file, audit_key, verifiers):
                     "masking_rules": str(mysql_rules(workdir))},
         "listen": {"postgres": {"address": "127.0.0.1", "port": free_port()},
                    "mysql": {"address": "127.0.0.1", "port": free_port()}},
-        "tls": {"cert_file": str(tls[0]), "key_file": str(tls[1]), "require": False},
+        "tls": {"cert_file": str(tls.cert), "key_file": str(tls.key), "require": False},
         "limits": {"max_message_bytes": "16MB", "max_startup_bytes": 10000, "max_clients": 1000,
                    "client_buffer_bytes": "1MB", "auth_timeout_ms": 15000},
         "audit": {"enabled": True, "dir": str(workdir / "audit"), "key_file": str(audit_key)},
