@@ -8,10 +8,12 @@ usage() {
   cat <<'USAGE'
 Usage: bench/sysbench.sh [--rounds N] [--seconds S] [--threads T] [--table-size K] [--tests "oltp_point_select oltp_read_only"]
 
-Starts the local stack on port base 59000 (PHIGATE_BENCH_PORT_BASE) and two
-phigates (audit log on, and off), prepares sysbench's table sbtest1 (K rows)
-once in MariaDB's database "bench" (direct), then runs each test with T
-threads for S seconds, rounds interleaved direct / phigate / noaudit.
+Starts the local stack on port base 59000 (PHIGATE_BENCH_PORT_BASE), two
+phigates (audit log on, and off) and socat as a plain TCP forwarder (the cost
+of one more hop and nothing else, as pgbouncer is for bench/pgbench.sh),
+prepares sysbench's table sbtest1 (K rows) once in MariaDB's database "bench"
+(direct), then runs each test with T threads for S seconds, rounds interleaved
+direct / socat / phigate / noaudit.
 Through phigate sysbench logs in as bench_agent (mysql_native_password), whose
 role may only use that database (no PHI there) and runs reads and session
 statements; sysbench uses server-side prepared statements (COM_STMT_PREPARE /
@@ -32,7 +34,9 @@ while (( $# )); do
     *) usage >&2; exit 2 ;;
   esac
 done
-command -v sysbench >/dev/null || { echo "bench: sysbench is not installed (Debian: sysbench; scripts/deps.sh)" >&2; exit 1; }
+for tool in sysbench socat; do
+  command -v $tool >/dev/null || { echo "bench: $tool is not installed (Debian: $tool; scripts/deps.sh)" >&2; exit 1; }
+done
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -55,12 +59,17 @@ mv "$WORK/phigate/phigate.yaml.new" "$WORK/phigate/phigate.yaml"
 bench_noaudit_config
 bench_start_phigates
 wait_port "$MY_PORT"; wait_port "$MY_NOAUDIT_PORT"
+SOCAT_PORT=$((PHIGATE_PORT_BASE + 552))
+socat "TCP-LISTEN:$SOCAT_PORT,bind=127.0.0.1,fork,reuseaddr" "TCP:127.0.0.1:$STACK_MY_PORT" &
+pids+=($!)
+wait_port "$SOCAT_PORT"
 
 sb() { # test target command [options...] -> sysbench's output
   local t=$1 target=$2 cmd=$3 port user pw
   shift 3
   case $target in
     direct) port=$STACK_MY_PORT user=$STACK_MY_USER pw=$STACK_MY_PASSWORD ;;
+    socat) port=$SOCAT_PORT user=$STACK_MY_USER pw=$STACK_MY_PASSWORD ;;
     phigate) port=$MY_PORT user=bench_agent pw=$AGENT_PW ;;
     noaudit) port=$MY_NOAUDIT_PORT user=bench_agent pw=$AGENT_PW ;;
   esac
@@ -83,7 +92,7 @@ run_one() { # test target -> "tps qps"
 }
 
 declare -A results
-TARGETS="direct phigate noaudit"
+TARGETS="direct socat phigate noaudit"
 echo "bench: sysbench, $TABLE_SIZE rows, $THREADS threads, ${SECONDS_PER_RUN}s x $ROUNDS rounds, interleaved"
 for r in $(seq 1 "$ROUNDS"); do
   for t in $TESTS; do
@@ -103,12 +112,16 @@ done
 
 echo
 echo "phigate = myfront: policy + audit log with fdatasync before results are released (group commit);"
-echo "noaudit = the same phigate with audit.enabled: false.  Figures are transactions per second (medians)."
-printf '%-18s %10s %10s %10s %14s %14s %16s\n' test direct phigate noaudit phigate/direct noaudit/direct audit-records/s
+echo "noaudit = the same phigate with audit.enabled: false; socat = a plain TCP forwarder (one more hop)."
+echo "Figures are transactions per second (medians)."
+printf '%-18s %9s %9s %9s %9s %14s %14s %13s %15s\n' test direct socat phigate noaudit phigate/direct \
+  noaudit/direct socat/direct audit-records/s
 for t in $TESTS; do
-  d=$(median <<< "${results[$t.direct]}"); p=$(median <<< "${results[$t.phigate]}")
-  n=$(median <<< "${results[$t.noaudit]}"); rec=$(median <<< "${results[$t.records]}")
-  awk -v t="$t" -v d="$d" -v p="$p" -v n="$n" -v r="$rec" 'BEGIN {
-    printf "%-18s %10.0f %10.0f %10.0f %14.2f %14.2f %16.0f\n", t, d, p, n, (d ? p/d : 0), (d ? n/d : 0), r }'
+  d=$(median <<< "${results[$t.direct]}"); f=$(median <<< "${results[$t.socat]}")
+  p=$(median <<< "${results[$t.phigate]}"); n=$(median <<< "${results[$t.noaudit]}")
+  rec=$(median <<< "${results[$t.records]}")
+  awk -v t="$t" -v d="$d" -v f="$f" -v p="$p" -v n="$n" -v r="$rec" 'BEGIN {
+    printf "%-18s %9.0f %9.0f %9.0f %9.0f %14.2f %14.2f %13.2f %15.0f\n", t, d, f, p, n, (d ? p/d : 0), (d ? n/d : 0),
+      (d ? f/d : 0), r }'
 done
 echo "goal: phigate/direct >= 0.85"

@@ -18,7 +18,7 @@ PACKAGES=(
   python3-cryptography python3-jwt python3-yaml
   libpostgresql-jdbc-java default-jdk-headless
   # benchmarks, tooling, web console tests
-  sysbench openssl procps chromium chromium-driver
+  sysbench socat openssl procps chromium chromium-driver
   # fuzzing (libFuzzer)
   clang libclang-rt-14-dev
 )
