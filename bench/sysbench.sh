@@ -60,7 +60,7 @@ bench_noaudit_config
 bench_start_phigates
 wait_port "$MY_PORT"; wait_port "$MY_NOAUDIT_PORT"
 SOCAT_PORT=$((PHIGATE_PORT_BASE + 552))
-socat "TCP-LISTEN:$SOCAT_PORT,bind=127.0.0.1,fork,reuseaddr" "TCP:127.0.0.1:$STACK_MY_PORT" &
+socat "TCP-LISTEN:$SOCAT_PORT,bind=127.0.0.1,fork,reuseaddr,nodelay" "TCP:127.0.0.1:$STACK_MY_PORT,nodelay" &
 pids+=($!)
 wait_port "$SOCAT_PORT"
 
