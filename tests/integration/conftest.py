@@ -24,8 +24,8 @@ from gateway_fixtures import (audit_key, audit_pubkey, binaries, gateway,  # noq
                               phigate_still_healthy, redis_secret_file, start_gateway, tls_pair,
                               upstream_secret_file)
 from harness import (AGENT, AGENT_PASSWORD, APPROVER_PASSWORD, OUTSIDER, OUTSIDER_PASSWORD, Gateway, Stack,
-                     _running, default_config, free_port, read_stack_env, run_psql, scram_verifier,
-                     stack_env_path, deep_merge)
+                     default_config, free_port, launch, read_stack_env, run_psql, scram_verifier,
+                     stack_env_path)
 
 
 # ---------------------------------------------------------------------------
@@ -72,11 +72,7 @@ def gateway_maker(tmp_path_factory, binaries, stack, tls_pair, upstream_secret_f
         workdir = tmp_path_factory.mktemp(name)
         cfg = default_config(workdir, stack, tls_pair, upstream_secret_file, verifiers, audit_key,
                              free_port())
-        gw = Gateway(workdir, binaries, stack, deep_merge(cfg, overrides or {}))
-        gw.wrapper = list(wrapper or [])
-        gw.start()
-        _running.append(gw)
-        return gw
+        return launch(Gateway, workdir, binaries, stack, cfg, overrides, wrapper)
     return make
 
 

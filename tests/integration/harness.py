@@ -355,6 +355,16 @@ def gateway_env():
 _running = []  # every Gateway started and not yet stopped
 
 
+def launch(gateway_class, workdir, binaries, stack, config, overrides=None, wrapper=None):
+    """A started gateway_class process (config deep-merged with overrides, run under wrapper), watched by the
+    suites' health check until stopped."""
+    gw = gateway_class(workdir, binaries, stack, deep_merge(config, overrides or {}))
+    gw.wrapper = list(wrapper or [])
+    gw.start()
+    _running.append(gw)
+    return gw
+
+
 class SilentServer:
     """A TCP server that accepts connections and never says anything (a hung database)."""
 

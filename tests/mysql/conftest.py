@@ -20,8 +20,8 @@ import pymysql
 import pytest
 
 from myharness import (AGENT, AGENT_PASSWORD, APPROVER_PASSWORD, OUTSIDER, OUTSIDER_PASSWORD, READER,
-                       READER_PASSWORD, SHA2ONLY, SHA2ONLY_PASSWORD, MyGateway, Stack, _running, deep_merge,
-                       default_config, native_verifier, read_stack_env, scram_verifier, stack_env_path)
+                       READER_PASSWORD, SHA2ONLY, SHA2ONLY_PASSWORD, MyGateway, Stack, default_config, launch,
+                       native_verifier, read_stack_env, scram_verifier, stack_env_path)
 # The fixtures both suites share: binaries, tls_pair, secret files, audit_key, gateway, start_gateway, ...
 from gateway_fixtures import (audit_key, binaries, gateway, phigate_still_healthy, redis_secret_file,  # noqa: F401
                               start_gateway, tls_pair, upstream_secret_file)
@@ -56,11 +56,7 @@ def gateway_maker(tmp_path_factory, binaries, stack, tls_pair, upstream_secret_f
     def make(overrides=None, name="phigate", wrapper=None):
         workdir = tmp_path_factory.mktemp(name)
         cfg = default_config(workdir, stack, tls_pair, upstream_secret_file, audit_key, verifiers)
-        gw = MyGateway(workdir, binaries, stack, deep_merge(cfg, overrides or {}))
-        gw.wrapper = list(wrapper or [])
-        gw.start()
-        _running.append(gw)
-        return gw
+        return launch(MyGateway, workdir, binaries, stack, cfg, overrides, wrapper)
     return make
 
 

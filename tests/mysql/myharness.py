@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 from harness import (ALL_CLASSES, APPROVER, APPROVER_PASSWORD, REPO, AgentThread, Binaries, Gateway,  # noqa
-                     _running, approvals_config_maker, decide_held, approvals_ctl, approvals_overrides, assert_masked, clean_env, deep_merge,
+                     _running, approvals_config_maker, decide_held, launch, approvals_ctl, approvals_overrides, assert_masked, clean_env, deep_merge,
                      free_port, read_stack_env, show, stack_env_path, stop_and_check, wait_audit,
                      wait_for_request, write_secret, SilentServer)
 
