@@ -59,6 +59,8 @@ typedef struct {
     uint32_t checkpoint_ms;      /* ...or when the oldest unsigned record is this old; 0 = 1000 */
     uint64_t rotate_bytes;       /* start a new file past this size; 0 = 64 MiB */
     uint32_t rotate_seconds;     /* ...or when a file is this old; 0 = never by time */
+    uint64_t preallocate_bytes;  /* zeroed space written ahead of the records so each
+                                    fdatasync flushes data only; 0 = none */
     audit_msg_fn msg_fn;         /* NULL = gate/log.h's log_msg */
     void *msg_arg;
 } audit_log_opts;

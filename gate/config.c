@@ -97,6 +97,7 @@ static const field_spec audit_fields[] = {
     FIELD(config, "checkpoint_records", F_INT, audit_checkpoint_records, "1000", false, 1, 10000000, NULL),
     FIELD(config, "checkpoint_ms", F_INT, audit_checkpoint_ms, "1000", false, 1, 3600000, NULL),
     FIELD(config, "rotate_bytes", F_BYTES, audit_rotate_bytes, "64MB", false, 65536, 1099511627776LL, NULL),
+    FIELD(config, "preallocate_bytes", F_BYTES, audit_preallocate_bytes, "1MB", false, 0, 1073741824LL, NULL),
 };
 
 static const char *const grant_mode_names[] = {"single_use", "ttl", NULL};

@@ -106,6 +106,7 @@ typedef struct config {
     int audit_checkpoint_records;
     int audit_checkpoint_ms;
     int64_t audit_rotate_bytes;
+    int64_t audit_preallocate_bytes;
 
     /* approvals queue in Redis (sections redis: and approvals:) */
     bool redis_enabled; /* a redis: section is present */

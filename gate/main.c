@@ -70,6 +70,7 @@ static audit_log *open_audit(const config *cfg, struct event_base *base, char *e
         .checkpoint_records = (uint32_t)cfg->audit_checkpoint_records,
         .checkpoint_ms = (uint32_t)cfg->audit_checkpoint_ms,
         .rotate_bytes = (uint64_t)cfg->audit_rotate_bytes,
+        .preallocate_bytes = (uint64_t)cfg->audit_preallocate_bytes,
     };
     return audit_log_open(&o, err, errlen);
 }

@@ -252,7 +252,8 @@ class Gateway:
         """Every record of the audit log, in order (JSON objects)."""
         out = []
         for f in sorted(Path(self.config["audit"]["dir"]).glob("audit-*.jsonl")):
-            for line in f.read_text().splitlines():
+            # A live file ends in preallocated zeros (gate/AUDIT_FORMAT.md).
+            for line in f.read_bytes().rstrip(b"\0").decode().splitlines():
                 out.append(json.loads(line))
         return out
 
