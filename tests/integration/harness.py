@@ -287,11 +287,12 @@ class Gateway:
             return ""
 
     def audit_text(self):
-        """Everything in the audit folder, as text."""
+        """Everything in the audit folder, as text (without the preallocated zeros a live file ends with)."""
         folder = Path(self.config.get("audit", {}).get("dir", "/nonexistent"))
         if not folder.is_dir():
             return ""
-        return "\n".join(f.read_text(errors="replace") for f in sorted(folder.rglob("*")) if f.is_file())
+        return "\n".join(f.read_bytes().rstrip(b"\0").decode(errors="replace")
+                         for f in sorted(folder.rglob("*")) if f.is_file())
 
     def log(self):
         try:
