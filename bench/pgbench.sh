@@ -40,7 +40,6 @@ mkdir -p "$WORK"
 "$REPO/scripts/stack.sh" start >/dev/null
 eval "$("$REPO/scripts/stack.sh" env)"
 PHIGATE_BUILD=$BUILD "$REPO/scripts/gen-config.sh" "$WORK/phigate" "$PHIGATE_PORT" "$((PHIGATE_PORT_BASE + 580))" >/dev/null
-sed -i 's/^  log_level: info/  log_level: warn/' "$WORK/phigate/phigate.yaml"
 # The same phigate with the audit log switched off: what durability costs.
 sed -e "s/^  enabled: true/  enabled: false/" -e "s/port: $PHIGATE_PORT\$/port: $NOAUDIT_PORT/" \
     -e "s/port: $((PHIGATE_PORT - 126))\$/port: $((NOAUDIT_PORT - 126))/" \
@@ -147,3 +146,8 @@ for m in $MODES; do
   p=$(median <<< "${results[$m.phigate]}"); n=$(median <<< "${results[$m.noaudit]}")
   awk -v m="$m" -v p="$p" -v n="$n" 'BEGIN {printf "  %-9s %5.1f%%\n", m, 100 * (1 - p / n)}'
 done
+
+# The audited phigate's writer summary (printed at shutdown): what group commit achieved.
+kill -TERM "${pids[1]}" 2>/dev/null && wait "${pids[1]}" 2>/dev/null || true
+summary=$(grep -ho 'this run: .*' "$WORK"/phigate/phigate.log 2>/dev/null | tail -1)
+[[ -n $summary ]] && echo "audit writer, ${summary#this run: }"

@@ -92,6 +92,7 @@ void audit_log_close(audit_log *log);
 typedef struct {
     uint64_t records, batches, bytes, checkpoints, rotations;
     uint64_t max_batch;     /* most records made durable by one fdatasync */
+    uint64_t syncs;         /* fdatasync() calls (batches, checkpoints, headers) */
     uint64_t sync_ns_total; /* time spent in write()+fdatasync() */
 } audit_log_stats;
 void audit_log_get_stats(audit_log *log, audit_log_stats *out);
