@@ -314,6 +314,11 @@ static void begin_auth(my_session *s, const my_handshake_response *r)
     s->client_max_packet = r->max_packet;
     s->charset = r->charset;
     s->identity = config_find_identity(cfg, s->user);
+    if (s->identity && s->identity->oidc) {
+        /* A token identity has no password verifier to check against. */
+        fail_auth(s, "token (oidc) identities log in through the PostgreSQL front only");
+        return;
+    }
     bool has_native = s->identity ? s->identity->has_mysql_native : true;
     const char *client_plugin = r->plugin ? r->plugin : (r->capabilities & MY_CAP(PLUGIN_AUTH)) ? "" : NATIVE_PLUGIN;
     bool wants_native = strcmp(client_plugin, NATIVE_PLUGIN) == 0;

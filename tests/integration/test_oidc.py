@@ -1,0 +1,163 @@
+"""Token (OIDC/JWT) login through pgfront: an agent identity sends a JWT from a
+local test issuer as its password (psql with PGPASSWORD=<jwt>, TLS only) and is
+bound to the role its claims name; every bad token is refused with a clear
+error, and no token ever reaches phigate's log or the audit log."""
+
+import json
+import time
+
+import pytest
+
+from harness import run_psql, stop_and_check
+from oidc_issuer import AUDIENCE, Issuer, Key, tamper_signature
+
+ID = "svc-agent"          # a token identity whose configured role is analyst
+OTHER = "other-agent"     # another token identity of the same issuer
+ROLE_CLAIM = "phigate_role"
+
+ISSUER = Issuer()
+TOKENS_SEEN = []          # every token sent in this module: none may appear in a log
+
+
+def oidc_overrides(jwks_source):
+    return {
+        "roles": {"analyst": {"upstreams": ["clinic"]}},
+        "oidc": {"test": dict(jwks_source, issuer=ISSUER.url, audience=AUDIENCE, role_claim=ROLE_CLAIM,
+                              allowed_roles=["analyst", "bench_only"], clock_skew_s=5, jwks_refetch_min_s=1)},
+        "identities": {ID: {"oidc_issuer": "test", "role": "analyst"},
+                       OTHER: {"oidc_issuer": "test", "role": "analyst"}},
+    }
+
+
+@pytest.fixture(scope="module")
+def oidc_gw(gateway_maker, tmp_path_factory):
+    jwks = ISSUER.write_jwks(tmp_path_factory.mktemp("jwks") / "jwks.json")
+    gw = gateway_maker(oidc_overrides({"jwks_file": str(jwks)}), name="oidc")
+    gw.jwks_path = jwks
+    yield gw
+    stop_and_check(gw)
+
+
+def psql_token(stack, gw, token, sql="select 1", user=ID, dbname="clinic", sslmode="require"):
+    TOKENS_SEEN.append(token)
+    return run_psql(stack.bindir, gw.conninfo(dbname, user=user, sslmode=sslmode), token, sql)
+
+
+def refused(stack, gw, token, **kw):
+    r = psql_token(stack, gw, token, **kw)
+    assert r.returncode == 2, r
+    return r.stderr
+
+
+def audit_records(gw):
+    out = []
+    for f in sorted(gw.audit_dir.glob("audit-*.jsonl")):
+        out += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    return out
+
+
+# ---- tokens that log in -------------------------------------------------------------
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
+def test_valid_token_logs_in_with_its_claimed_role_and_masked_rows(stack, oidc_gw, alg):
+    token = ISSUER.token(ID, alg=alg, **{ROLE_CLAIM: "analyst"})
+    r = psql_token(stack, oidc_gw, token, "select last_name, ssn from patients where id = 1")
+    assert r.returncode == 0, r.stderr
+    last_name, ssn = r.stdout.strip().split("|")
+    assert last_name == "[REDACTED]" and ssn.startswith("***-**-"), r.stdout
+
+
+def test_role_named_by_the_token_is_the_role_bound(stack, oidc_gw):
+    # bench_only may not use the clinic upstream: the token's role, not the identity's, decides.
+    token = ISSUER.token(ID, **{ROLE_CLAIM: "bench_only"})
+    err = refused(stack, oidc_gw, token)
+    assert f'identity "{ID}" is not allowed to use database "clinic"' in err, err
+    ok = psql_token(stack, oidc_gw, ISSUER.token(ID, **{ROLE_CLAIM: "bench_only"}), "select current_database()",
+                    dbname="bench")
+    assert ok.returncode == 0 and ok.stdout.strip() == "bench", ok
+    connects = [r for r in audit_records(oidc_gw) if r["type"] == "connect" and r.get("auth") == "oidc"]
+    assert {c["role"] for c in connects} >= {"analyst", "bench_only"}, connects
+
+
+def test_token_without_a_role_claim_gets_the_identity_role(stack, oidc_gw):
+    r = psql_token(stack, oidc_gw, ISSUER.token(ID), "select count(*) from wards")
+    assert r.returncode == 0, r.stderr
+
+
+# ---- tokens that are refused ------------------------------------------------------------
+
+BAD = {
+    "expired": (lambda: ISSUER.token(ID, exp=int(time.time()) - 60, iat=int(time.time()) - 400),
+                "token has expired"),
+    "not yet valid": (lambda: ISSUER.token(ID, nbf=int(time.time()) + 120), "token is not valid yet (nbf)"),
+    "issued in the future": (lambda: ISSUER.token(ID, iat=int(time.time()) + 120),
+                             "token issued in the future (iat)"),
+    "no expiry": (lambda: ISSUER.token(ID, exp=None), "token has no valid expiry (exp)"),
+    "wrong audience": (lambda: ISSUER.token(ID, aud="someone-else"),
+                       "token audience (aud) does not include phigate's audience"),
+    "wrong issuer": (lambda: ISSUER.token(ID, iss="https://evil.example"),
+                     "token issuer (iss) is not the configured issuer"),
+    "bad signature": (lambda: tamper_signature(ISSUER.token(ID)), "token signature does not verify"),
+    "alg none": (lambda: ISSUER.unsigned_token(ID), "unsigned token (alg none) refused"),
+    "HS256 keyed with the RSA public key": (lambda: ISSUER.hs256_with_public_key(ID),
+                                            "token algorithm HS256 is not allowed"),
+    "unknown kid": (lambda: ISSUER.token(ID, key=Key("RS256", "never-published")),
+                    "token signed with an unknown key id (kid)"),
+    "kid of another key type": (lambda: ISSUER.token(ID, alg="ES256", headers={"kid": "rs256-1"}),
+                                "token key id (kid) names a key that is not a ES256 key"),
+    "another identity's token": (lambda: ISSUER.token(OTHER), "the token's sub claim names another identity"),
+    "role phigate does not define": (lambda: ISSUER.token(ID, **{ROLE_CLAIM: "superuser"}),
+                                     "the token names a role phigate does not define"),
+    "role the issuer may not grant": (lambda: ISSUER.token(ID, **{ROLE_CLAIM: "tester"}),
+                                      "the token names a role this issuer may not grant"),
+    "not a JWT": (lambda: "just-a-password", "not a signed JWT (header.payload.signature)"),
+    "too large": (lambda: ISSUER.token(ID, padding="x" * 9000), "token larger than 8192 bytes"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_token_is_refused_with_a_clear_error(stack, oidc_gw, case):
+    make, reason = BAD[case]
+    err = refused(stack, oidc_gw, make())
+    assert f'token authentication failed for user "{ID}": {reason}' in err, err
+
+
+def test_plain_tcp_is_refused_before_the_token_is_sent(stack, oidc_gw):
+    err = refused(stack, oidc_gw, ISSUER.token(ID), sslmode="disable")
+    assert "token login requires TLS" in err and "sslmode=require" in err, err
+
+
+def test_key_rotation_in_the_jwks_file(stack, oidc_gw):
+    new = Key("EdDSA", "eddsa-rotated")
+    token = ISSUER.token(ID, key=new, alg="EdDSA")
+    ISSUER.published.append(new)
+    try:
+        ISSUER.write_jwks(oidc_gw.jwks_path)
+        time.sleep(1.2)  # jwks_refetch_min_s: 1
+        r = psql_token(stack, oidc_gw, token, "select 1")
+        assert r.returncode == 0, r.stderr
+    finally:
+        ISSUER.published.remove(new)
+        ISSUER.write_jwks(oidc_gw.jwks_path)
+
+
+def test_auth_failures_are_audited_as_oidc_with_the_reason(stack, oidc_gw):
+    refused(stack, oidc_gw, ISSUER.token(ID, aud="nope"))
+    refused(stack, oidc_gw, ISSUER.token(ID), sslmode="disable")
+    time.sleep(0.5)  # records are appended from the loop; give it a turn
+    fails = [r for r in audit_records(oidc_gw) if r["type"] == "auth_failure" and r.get("auth") == "oidc"]
+    reasons = {f["reason"] for f in fails}
+    assert "token audience (aud) does not include phigate's audience" in reasons, fails
+    assert "token login requires TLS" in reasons, fails
+
+
+def test_no_token_in_any_log_or_audit_record(oidc_gw):
+    """Runs last in this module: every token sent above, and each token's signature alone."""
+    assert TOKENS_SEEN
+    texts = {"log": oidc_gw.log(), "stderr": oidc_gw.stderr(), "audit": oidc_gw.audit_text()}
+    for token in TOKENS_SEEN:
+        parts = token.split(".")
+        needles = [token] + [p for p in parts if len(p) >= 16]
+        for name, text in texts.items():
+            for n in needles:
+                assert n not in text, f"a token (or part of one) appears in phigate's {name}"
