@@ -151,13 +151,85 @@ def test_auth_failures_are_audited_as_oidc_with_the_reason(stack, oidc_gw):
     assert "token login requires TLS" in reasons, fails
 
 
-def test_no_token_in_any_log_or_audit_record(oidc_gw):
-    """Runs last in this module: every token sent above, and each token's signature alone."""
+def assert_no_token_in_logs(gw):
+    """Every token sent so far, and each of its parts alone, is absent from the log,
+    stderr and every audit file."""
     assert TOKENS_SEEN
-    texts = {"log": oidc_gw.log(), "stderr": oidc_gw.stderr(), "audit": oidc_gw.audit_text()}
+    texts = {"log": gw.log(), "stderr": gw.stderr(), "audit": gw.audit_text()}
     for token in TOKENS_SEEN:
-        parts = token.split(".")
-        needles = [token] + [p for p in parts if len(p) >= 16]
+        needles = [token] + [p for p in token.split(".") if len(p) >= 16]
         for name, text in texts.items():
             for n in needles:
                 assert n not in text, f"a token (or part of one) appears in phigate's {name}"
+
+
+def test_no_token_in_any_log_or_audit_record(oidc_gw):
+    assert_no_token_in_logs(oidc_gw)
+
+
+# ---- keys fetched from the issuer's jwks_uri over HTTPS ------------------------------------
+
+@pytest.fixture(scope="module")
+def https_issuer(tmp_path_factory):
+    from oidc_issuer import JwksServer, make_test_ca
+    ca, cert, key = make_test_ca(tmp_path_factory.mktemp("issuer-ca"))
+    issuer = Issuer()
+    server = JwksServer(issuer, cert, key)
+    server.ca = ca
+    yield issuer, server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def uri_gw(gateway_maker, https_issuer):
+    issuer, server = https_issuer
+    cfg = oidc_overrides({"jwks_uri": server.url, "ca_file": str(server.ca)})
+    cfg["oidc"]["test"]["issuer"] = issuer.url
+    gw = gateway_maker(cfg, name="oidc-uri")
+    yield gw
+    stop_and_check(gw)
+
+
+def test_jwks_uri_keys_log_in_even_while_the_first_fetch_runs(stack, uri_gw, https_issuer):
+    issuer, server = https_issuer
+    for alg in ("RS256", "ES256", "EdDSA"):
+        r = psql_token(stack, uri_gw, issuer.token(ID, alg=alg, **{ROLE_CLAIM: "analyst"}), "select 1")
+        assert r.returncode == 0, r.stderr
+    assert server.requests >= 1
+
+
+def test_jwks_uri_key_rotation_fetches_the_new_kid(stack, uri_gw, https_issuer):
+    issuer, server = https_issuer
+    new = Key("ES256", "es256-rotated")
+    issuer.published.append(new)
+    try:
+        time.sleep(1.1)  # jwks_refetch_min_s: 1 since the last fetch
+        before = server.requests
+        r = psql_token(stack, uri_gw, issuer.token(ID, key=new, alg="ES256"), "select 1")
+        assert r.returncode == 0, r.stderr
+        assert server.requests == before + 1
+    finally:
+        issuer.published.remove(new)
+
+
+def test_unknown_kid_refetch_is_rate_limited(stack, uri_gw, https_issuer):
+    issuer, server = https_issuer
+    time.sleep(1.1)
+    before = server.requests
+    first = refused(stack, uri_gw, issuer.token(ID, key=Key("RS256", "nobody-1")))
+    second = refused(stack, uri_gw, issuer.token(ID, key=Key("RS256", "nobody-2")))
+    assert "token signed with an unknown key id (kid)" in first and "unknown key id" in second
+    assert server.requests == before + 1, "the second unknown kid within jwks_refetch_min_s must not refetch"
+
+
+def test_issuer_with_an_untrusted_certificate_gives_no_keys(stack, start_gateway, https_issuer, tls_pair):
+    issuer, server = https_issuer
+    cfg = oidc_overrides({"jwks_uri": server.url, "ca_file": str(tls_pair.cert)})  # not the issuer's CA
+    gw = start_gateway(cfg, name="oidc-untrusted")
+    err = refused(stack, gw, issuer.token(ID))
+    assert "the issuer's signing keys are not available" in err, err
+    assert "server certificate not accepted" in gw.log(), gw.log()[-2000:]
+
+
+def test_no_token_in_the_logs_of_the_uri_gateway(uri_gw):
+    assert_no_token_in_logs(uri_gw)
