@@ -24,18 +24,6 @@ struct jwks_fetch {
     void *arg;
 };
 
-SSL_CTX *jwks_fetch_tls_ctx(const char *ca_file, char *err, size_t errlen)
-{
-    if (ca_file)
-        return tls_client_ctx_new(2, ca_file, err, errlen);
-    SSL_CTX *ctx = tls_client_ctx_new(0, NULL, err, errlen);
-    if (ctx) {
-        SSL_CTX_set_default_verify_paths(ctx);
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    }
-    return ctx;
-}
-
 static void free_fetch(jwks_fetch *f)
 {
     if (f->conn)

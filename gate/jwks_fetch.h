@@ -27,7 +27,4 @@ jwks_fetch *jwks_fetch_start(struct event_base *base, struct evdns_base *dns, SS
 /* Stops a fetch whose done has not run yet; done will not run. */
 void jwks_fetch_cancel(jwks_fetch *f);
 
-/* The client TLS context for an issuer: its CA file, or the system store when NULL. */
-SSL_CTX *jwks_fetch_tls_ctx(const char *ca_file, char *err, size_t errlen);
-
 #endif

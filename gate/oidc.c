@@ -21,6 +21,7 @@
 #include "gate/jwks_fetch.h"
 #include "gate/jwt.h"
 #include "gate/log.h"
+#include "gate/tls.h"
 
 #define FETCH_TIMEOUT_S 10
 
@@ -211,7 +212,7 @@ static bool setup_uri(oidc *o, issuer_state *is, char *err, size_t errlen)
             return false;
         }
     }
-    if (!(is->tls = jwks_fetch_tls_ctx(is->cfg->ca_file, why, sizeof why))) {
+    if (!(is->tls = tls_client_ctx_verified(is->cfg->ca_file, why, sizeof why))) {
         snprintf(err, errlen, "oidc.%s: %s", is->cfg->name, why);
         return false;
     }
