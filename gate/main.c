@@ -155,6 +155,8 @@ static bool runtime_start(runtime *rt)
     pg_server_set_oidc(rt->pg, rt->oidc);
     if (cfg->my_enabled && !(rt->my = my_server_new(rt->base, cfg, rt->audit, err, sizeof err)))
         return start_failed("myfront", err);
+    if (rt->my)
+        my_server_set_oidc(rt->my, rt->oidc);
     if (cfg->pid_file && !write_pid_file(cfg->pid_file))
         log_warn("cannot write pid file %s: %s", cfg->pid_file, strerror(errno));
     return true;
