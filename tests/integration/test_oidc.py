@@ -233,3 +233,29 @@ def test_issuer_with_an_untrusted_certificate_gives_no_keys(stack, start_gateway
 
 def test_no_token_in_the_logs_of_the_uri_gateway(uri_gw):
     assert_no_token_in_logs(uri_gw)
+
+
+def test_jwks_uri_is_refreshed_periodically(stack, start_gateway, https_issuer):
+    """No refetch on unknown kids here (jwks_refetch_min_s: 3600): a rotated key becomes
+    usable through the periodic refresh alone (jwks_refresh_s: 10, the minimum)."""
+    issuer, server = https_issuer
+    cfg = oidc_overrides({"jwks_uri": server.url, "ca_file": str(server.ca)})
+    cfg["oidc"]["test"].update(jwks_refresh_s=10, jwks_refetch_min_s=3600)
+    gw = start_gateway(cfg, name="oidc-refresh")
+    assert psql_token(stack, gw, issuer.token(ID), "select 1").returncode == 0
+    new = Key("RS256", "rs256-periodic")
+    token = issuer.token(ID, key=new)
+    issuer.published.append(new)
+    try:
+        err = refused(stack, gw, token)
+        assert "token signed with an unknown key id (kid)" in err, err
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            r = psql_token(stack, gw, token, "select 1")
+            if r.returncode == 0:
+                break
+            time.sleep(1)
+        assert r.returncode == 0, r.stderr
+    finally:
+        issuer.published.remove(new)
+    assert_no_token_in_logs(gw)
