@@ -554,7 +554,8 @@ static void load_identity(cfg_ctx *c, cfg_identity *id, const char *name, const 
     apply_defaults(c, identity_fields, NFIELDS(identity_fields), id);
     apply_mapping(c, map, identity_fields, NFIELDS(identity_fields), id, section);
     if ((id->secret != NULL) == (id->oidc_issuer_name != NULL))
-        cfg_error(c->err, map, "%s: give exactly one of scram (a SCRAM verifier) or oidc_issuer (token login)", section);
+        cfg_error(c->err, map, "%s: give exactly one of scram (a SCRAM verifier) or oidc_issuer (token login)",
+                  section);
     if (id->oidc_issuer_name && id->mysql_native)
         cfg_error(c->err, map, "%s: mysql_native is a password verifier; a token identity has none", section);
     if (id->secret && !scram_verifier_parse(id->secret, &id->verifier))
@@ -722,7 +723,8 @@ static void check_oidc_references(cfg_ctx *c, config *cfg, const yaml_node_t *ro
     for (size_t i = 0; i < cfg->noidc_issuers; i++)
         for (char **r = cfg->oidc_issuers[i].allowed_roles; r && *r; r++)
             if (!config_find_role(cfg, *r))
-                cfg_error(c->err, oidc, "oidc.%s.allowed_roles names unknown role \"%s\"", cfg->oidc_issuers[i].name, *r);
+                cfg_error(c->err, oidc, "oidc.%s.allowed_roles names unknown role \"%s\"",
+                          cfg->oidc_issuers[i].name, *r);
     for (size_t i = 0; i < cfg->nidentities; i++) {
         cfg_identity *id = &cfg->identities[i];
         if (!id->oidc_issuer_name) {

@@ -53,7 +53,8 @@ static void on_error(enum evhttp_request_error e, void *arg)
     else if (e == EVREQ_HTTP_DATA_TOO_LONG)
         snprintf(f->err, sizeof f->err, "key set larger than %zu bytes", f->max_bytes);
     else
-        snprintf(f->err, sizeof f->err, "%s", e == EVREQ_HTTP_TIMEOUT ? "timed out" : "connection or TLS handshake failed");
+        snprintf(f->err, sizeof f->err, "%s",
+                 e == EVREQ_HTTP_TIMEOUT ? "timed out" : "connection or TLS handshake failed");
     event_active(f->finish, EV_TIMEOUT, 0); /* on_response normally follows in the same turn */
 }
 

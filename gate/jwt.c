@@ -234,6 +234,36 @@ static jwt_status check_claims(const aj_value *c, const jwt_policy *p, int64_t n
     return JWT_OK;
 }
 
+/* The signature segment decoded and checked over "header.payload". */
+static bool segment_signature_ok(const jwt_parts *parts, const char *token, const jwks_key *key, jwt_alg alg)
+{
+    size_t cap = B64URL_DECODED_MAX(parts->seglen[2]), siglen = 0;
+    uint8_t *sig = malloc(cap + 1);
+    bool ok = sig && b64url_decode(parts->seg[2], parts->seglen[2], sig, cap, &siglen) &&
+              signature_ok(key, alg, token, (size_t)(parts->seg[2] - 1 - token), sig, siglen);
+    free(sig);
+    return ok;
+}
+
+/* Header, key, signature, then claims: nothing of the payload is read before the signature holds. */
+static jwt_status verify_parts(aj_arena *arena, const jwt_parts *parts, const char *token, const jwt_policy *p,
+                               const jwks *keys, int64_t now, jwt_result *out)
+{
+    const aj_value *h = segment_object(arena, parts->seg[0], parts->seglen[0], JWT_MAX_HEADER), *c;
+    const char *kid = NULL;
+    const jwks_key *key = NULL;
+    jwt_status st;
+    if (!h)
+        return refuse(out, "token header is not base64url JSON");
+    if ((st = check_header(h, p, out, &kid)) != JWT_OK || (st = pick_key(keys, kid, out->alg, out, &key)) != JWT_OK)
+        return st;
+    if (!segment_signature_ok(parts, token, key, out->alg))
+        return refuse(out, "token signature does not verify");
+    if (!(c = segment_object(arena, parts->seg[1], parts->seglen[1], p->max_token_bytes)))
+        return refuse(out, "token payload is not base64url JSON");
+    return check_claims(c, p, now, out);
+}
+
 jwt_status jwt_verify(const char *token, size_t len, const jwt_policy *p, const jwks *keys, int64_t now,
                       jwt_result *out)
 {
@@ -244,24 +274,7 @@ jwt_status jwt_verify(const char *token, size_t len, const jwt_policy *p, const 
     if (!split(token, len, &parts))
         return refuse(out, "not a signed JWT (header.payload.signature)");
     aj_arena arena = {0};
-    const aj_value *h = segment_object(&arena, parts.seg[0], parts.seglen[0], JWT_MAX_HEADER), *c;
-    const char *kid = NULL;
-    const jwks_key *key = NULL;
-    jwt_status st;
-    uint8_t *sig = malloc(B64URL_DECODED_MAX(parts.seglen[2]) + 1);
-    size_t siglen = 0;
-    if (!h)
-        st = refuse(out, "token header is not base64url JSON");
-    else if ((st = check_header(h, p, out, &kid)) != JWT_OK || (st = pick_key(keys, kid, out->alg, out, &key)) != JWT_OK)
-        ;
-    else if (!sig || !b64url_decode(parts.seg[2], parts.seglen[2], sig, B64URL_DECODED_MAX(parts.seglen[2]), &siglen) ||
-             !signature_ok(key, out->alg, token, (size_t)(parts.seg[2] - 1 - token), sig, siglen))
-        st = refuse(out, "token signature does not verify");
-    else if (!(c = segment_object(&arena, parts.seg[1], parts.seglen[1], p->max_token_bytes)))
-        st = refuse(out, "token payload is not base64url JSON");
-    else
-        st = check_claims(c, p, now, out);
-    free(sig);
+    jwt_status st = verify_parts(&arena, &parts, token, p, keys, now, out);
     aj_arena_free(&arena);
     if (st != JWT_OK)
         out->identity[0] = out->role[0] = '\0';

@@ -146,7 +146,8 @@ static void begin_token(pg_session *s)
         const char *why = "token login requires TLS";
         pg_session_log(s, LOG_LEVEL_INFO, "authentication failed (oidc): %s", why);
         pg_audit_auth_failure(s, "oidc", why);
-        pg_session_fail(s, "28000", "token login requires TLS: phigate does not take a token over an unencrypted connection",
+        pg_session_fail(s, "28000",
+                        "token login requires TLS: phigate does not take a token over an unencrypted connection",
                         "connect with sslmode=require (or verify-full)");
         return;
     }

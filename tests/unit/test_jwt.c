@@ -120,7 +120,8 @@ static char *make_token(const test_key *k, const char *header, const char *paylo
     return t;
 }
 
-static test_key KEYS[3] = {{JWT_ALG_RS256, "rsa-1", NULL}, {JWT_ALG_ES256, "ec-1", NULL}, {JWT_ALG_EDDSA, "ed-1", NULL}};
+static test_key KEYS[3] = {
+    {JWT_ALG_RS256, "rsa-1", NULL}, {JWT_ALG_ES256, "ec-1", NULL}, {JWT_ALG_EDDSA, "ed-1", NULL}};
 
 static jwks *key_set(void)
 {
@@ -282,7 +283,8 @@ static void run_case(const jwks *ks, const token_case *c, test_key *stranger)
     if (c->header)
         snprintf(header, sizeof header, "%s", c->header);
     else
-        snprintf(header, sizeof header, "{\"alg\":\"%s\",\"kid\":\"%s\",\"typ\":\"JWT\"}", jwt_alg_name(k->alg), k->kid);
+        snprintf(header, sizeof header, "{\"alg\":\"%s\",\"kid\":\"%s\",\"typ\":\"JWT\"}", jwt_alg_name(k->alg),
+                 k->kid);
     char *t = make_token(k, header, c->payload);
     jwt_policy p = policy();
     jwt_result r;
