@@ -137,6 +137,7 @@ class JwksServer:
     def __init__(self, issuer, cert, key):
         self.issuer = issuer
         self.requests = 0
+        self.delay = 0.0  # seconds each answer waits: a slow issuer
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -145,6 +146,7 @@ class JwksServer:
                     self.send_error(404)
                     return
                 server.requests += 1
+                time.sleep(server.delay)
                 body = json.dumps(server.issuer.jwks()).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

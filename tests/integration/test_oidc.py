@@ -222,6 +222,35 @@ def test_unknown_kid_refetch_is_rate_limited(stack, uri_gw, https_issuer):
     assert server.requests == before + 1, "the second unknown kid within jwks_refetch_min_s must not refetch"
 
 
+def test_a_slow_key_fetch_does_not_block_other_logins(stack, uri_gw, https_issuer, psql_via):
+    """While a token login waits 3 s for the issuer's keys, SCRAM logins and queries on the
+    same phigate go on: the fetch runs on the event loop without blocking it."""
+    import threading
+    issuer, server = https_issuer
+    new = Key("EdDSA", "eddsa-slow")
+    token = issuer.token(ID, key=new, alg="EdDSA")
+    issuer.published.append(new)
+    server.delay = 3.0
+    result = {}
+    try:
+        time.sleep(1.1)  # jwks_refetch_min_s
+        waiting = threading.Thread(target=lambda: result.update(r=psql_token(stack, uri_gw, token, "select 1")))
+        started = time.monotonic()
+        waiting.start()
+        time.sleep(0.3)
+        for _ in range(3):
+            r = psql_via(uri_gw, "select count(*) from wards")
+            assert r.returncode == 0, r.stderr
+        others_done = time.monotonic() - started
+        waiting.join(timeout=20)
+        token_done = time.monotonic() - started
+    finally:
+        server.delay = 0.0
+        issuer.published.remove(new)
+    assert result["r"].returncode == 0, result["r"].stderr
+    assert others_done < 2.5 <= token_done, (others_done, token_done)
+
+
 def test_issuer_with_an_untrusted_certificate_gives_no_keys(stack, start_gateway, https_issuer, tls_pair):
     issuer, server = https_issuer
     cfg = oidc_overrides({"jwks_uri": server.url, "ca_file": str(tls_pair.cert)})  # not the issuer's CA
