@@ -251,6 +251,26 @@ def test_a_slow_key_fetch_does_not_block_other_logins(stack, uri_gw, https_issue
     assert others_done < 2.5 <= token_done, (others_done, token_done)
 
 
+def test_login_timing_out_while_keys_are_fetched_is_forgotten(stack, start_gateway, https_issuer, psql_via):
+    """auth_timeout_ms ends a login that waits for a slow fetch; when the fetch ends later,
+    the gone session is not touched (the ASan build checks this) and phigate serves on."""
+    issuer, server = https_issuer
+    cfg = oidc_overrides({"jwks_uri": server.url, "ca_file": str(server.ca)})
+    cfg["limits"] = {"auth_timeout_ms": 1000}
+    gw = start_gateway(cfg, name="oidc-timeout")
+    assert psql_token(stack, gw, issuer.token(ID), "select 1").returncode == 0  # first keys are in
+    time.sleep(1.1)
+    server.delay = 2.5
+    try:
+        err = refused(stack, gw, issuer.token(ID, key=Key("RS256", "slow-unknown")))
+        assert "authentication timeout" in err, err
+        time.sleep(2.5)  # the fetch ends and wakes nobody
+    finally:
+        server.delay = 0.0
+    assert psql_via(gw, "select 1").returncode == 0
+    assert psql_token(stack, gw, issuer.token(ID), "select 1").returncode == 0
+
+
 def test_issuer_with_an_untrusted_certificate_gives_no_keys(stack, start_gateway, https_issuer, tls_pair):
     issuer, server = https_issuer
     cfg = oidc_overrides({"jwks_uri": server.url, "ca_file": str(tls_pair.cert)})  # not the issuer's CA
