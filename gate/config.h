@@ -46,9 +46,31 @@ typedef struct cfg_role {
     sqlp_role policy;
 } cfg_role;
 
+/* An OIDC issuer whose signed tokens (JWT) agents present as their password. */
+typedef struct cfg_oidc_issuer {
+    char *name;          /* the key under oidc: (identities name issuers by it) */
+    char *issuer;        /* the "iss" its tokens carry */
+    char *audience;      /* the "aud" a token for phigate must contain */
+    char *jwks_file;     /* keys from a file ... */
+    char *jwks_uri;      /* ... or fetched over HTTPS (oidc.c) */
+    char *ca_file;       /* CA bundle the jwks_uri server is verified against (NULL: system store) */
+    char **algorithms;   /* NULL-terminated names, parsed into algs */
+    unsigned algs;       /* jwt_alg flags (gate/jwks.h) */
+    char *identity_claim;
+    char *role_claim;    /* NULL: the identity's configured role */
+    char **allowed_roles; /* NULL: any configured role may be named by role_claim */
+    int clock_skew_s;
+    int jwks_refresh_s;
+    int jwks_refetch_min_s; /* at most one refetch per this many seconds on an unknown kid */
+    int64_t max_token_bytes;
+    int64_t max_jwks_bytes;
+} cfg_oidc_issuer;
+
 typedef struct cfg_identity {
     char *name;
-    char *secret; /* SCRAM verifier text */
+    char *secret; /* SCRAM verifier text; NULL when the identity logs in with a token */
+    char *oidc_issuer_name;
+    const cfg_oidc_issuer *oidc; /* set: logs in with a JWT from this issuer, over TLS only */
     scram_verifier verifier;
     char *role_name;
     const cfg_role *role;
@@ -136,6 +158,8 @@ typedef struct config {
     size_t nidentities;
     cfg_approver *approvers;
     size_t napprovers;
+    cfg_oidc_issuer *oidc_issuers;
+    size_t noidc_issuers;
 } config;
 
 /* Parse and validate; on failure returns NULL and errors holds one line per problem. */
@@ -148,6 +172,9 @@ const cfg_upstream *config_find_upstream(const config *cfg, const char *name);
 const cfg_upstream *config_find_upstream_for(const config *cfg, const char *protocol, const char *db);
 const cfg_identity *config_find_identity(const config *cfg, const char *name);
 const cfg_approver *config_find_approver(const config *cfg, const char *name);
+const cfg_role *config_find_role(const config *cfg, const char *name);
+/* May an identity of issuer iss be bound to role (named by its token)? */
+bool config_issuer_allows_role(const cfg_oidc_issuer *iss, const char *role);
 bool config_role_allows_upstream(const cfg_role *role, const char *upstream);
 
 /* Read a secret from a file that only its owner may read; false with err on failure. */

@@ -16,6 +16,7 @@
 #include "gate/audit_log.h"
 #include "gate/config.h"
 #include "gate/log.h"
+#include "gate/oidc.h"
 #include "myfront/my_front.h"
 #include "pgfront/pg_front.h"
 
@@ -91,6 +92,7 @@ typedef struct runtime {
     audit_log *audit;
     approvals *approvals;
     admin_http *admin;
+    oidc *oidc;
     pg_server *pg;
     my_server *my;
 } runtime;
@@ -107,6 +109,7 @@ static void runtime_stop(runtime *rt)
     pg_server_free(rt->pg);
     my_server_free(rt->my);
     admin_http_free(rt->admin);
+    oidc_free(rt->oidc);
     if (rt->approvals)
         approvals_free(rt->approvals);
     if (rt->base)
@@ -145,11 +148,16 @@ static bool runtime_start(runtime *rt)
         if (!(rt->admin = admin_http_new(rt->base, &ho, rt->approvals, err, sizeof err)))
             return start_failed("the admin console", err);
     }
+    if (cfg->noidc_issuers > 0 && !(rt->oidc = oidc_new(rt->base, cfg, err, sizeof err)))
+        return start_failed("token login (oidc)", err);
     if (!(rt->pg = pg_server_new(rt->base, cfg, rt->audit, err, sizeof err)))
         return start_failed("pgfront", err);
     pg_server_set_approvals(rt->pg, rt->approvals);
+    pg_server_set_oidc(rt->pg, rt->oidc);
     if (cfg->my_enabled && !(rt->my = my_server_new(rt->base, cfg, rt->audit, err, sizeof err)))
         return start_failed("myfront", err);
+    if (rt->my)
+        my_server_set_oidc(rt->my, rt->oidc);
     if (cfg->pid_file && !write_pid_file(cfg->pid_file))
         log_warn("cannot write pid file %s: %s", cfg->pid_file, strerror(errno));
     return true;

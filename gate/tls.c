@@ -63,6 +63,18 @@ SSL_CTX *tls_client_ctx_new(int verify, const char *ca_file, char *err, size_t e
     return ctx;
 }
 
+SSL_CTX *tls_client_ctx_verified(const char *ca_file, char *err, size_t errlen)
+{
+    if (ca_file)
+        return tls_client_ctx_new(2, ca_file, err, errlen);
+    SSL_CTX *ctx = tls_client_ctx_new(0, NULL, err, errlen);
+    if (ctx) {
+        SSL_CTX_set_default_verify_paths(ctx);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    }
+    return ctx;
+}
+
 bool tls_client_prepare(SSL *ssl, const char *host, int verify)
 {
     struct in6_addr a6;

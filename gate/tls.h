@@ -14,6 +14,8 @@
 SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen);
 /* verify: 0 = encrypt only, 1 = check chain against ca_file, 2 = chain and host name. */
 SSL_CTX *tls_client_ctx_new(int verify, const char *ca_file, char *err, size_t errlen);
+/* Chain and host name checked against ca_file, or the system's CA store when ca_file is NULL. */
+SSL_CTX *tls_client_ctx_verified(const char *ca_file, char *err, size_t errlen);
 /* Configure a client SSL for one connection (SNI and host-name check). */
 bool tls_client_prepare(SSL *ssl, const char *host, int verify);
 /* tls-server-end-point channel binding data of our own certificate (RFC 5929). */

@@ -96,7 +96,7 @@ void my_audit_connect(my_session *s)
     s->opened_ns = now_ns();
     audit_log_next_session(log_of(s), s->audit_session);
     audit_connect_info c = {s->audit_session, "mysql", s->client_addr, tls_version(s), s->user,
-                            s->auth_method_name, s->up->name, s->identity->role->name};
+                            s->auth_method_name, s->up->name, s->role->name};
     audit_log_append(log_of(s), audit_rec_connect(&c), NULL, NULL);
 }
 
@@ -132,7 +132,7 @@ void my_audit_param_token(my_session *s, const uint8_t *v, size_t len, char out[
      * evidence, no value is ever written. */
     uint8_t mac[32];
     unsigned int maclen = sizeof mac;
-    const sqlp_role *role = &s->identity->role->policy;
+    const sqlp_role *role = &s->role->policy;
     HMAC(EVP_sha256(), role->token_key, sizeof role->token_key, v, len, mac, &maclen);
     strcpy(out, "hmac:");
     for (int i = 0; i < 8; i++)

@@ -12,6 +12,7 @@
 struct event_base;
 struct config;
 struct audit_log;
+struct oidc;
 
 typedef struct my_server my_server;
 
@@ -22,6 +23,8 @@ my_server *my_server_new(struct event_base *base, const struct config *cfg, stru
  * audit log, then my_server_free, which frees them. */
 void my_server_shutdown(my_server *srv);
 void my_server_free(my_server *srv);
+/* Token (JWT) login for identities with an oidc_issuer (NULL: such logins are refused). */
+void my_server_set_oidc(my_server *srv, struct oidc *o);
 size_t my_server_session_count(const my_server *srv);
 
 #endif

@@ -22,6 +22,7 @@
 #include "gate/conn.h"
 #include "gate/limits.h"
 #include "gate/log.h"
+#include "gate/oidc.h"
 #include "gate/tls.h"
 #include "myfront/my_audit.h"
 #include "myfront/my_policy.h"
@@ -49,6 +50,7 @@ struct my_server {
     struct evconnlistener *listener;
     struct event *reaper;
     struct audit_log *audit;
+    struct oidc *oidc;
     identity_limits *limits;         /* per identity: connections and statement rate */
     my_session *dead;
     my_session *all;
@@ -84,6 +86,8 @@ struct event_base *my_server_base(const my_server *srv) { return srv->base; }
 SSL_CTX *my_server_tls_ctx(const my_server *srv) { return srv->tls_ctx; }
 SSL_CTX *my_server_upstream_tls(const my_server *srv, int i) { return srv->upstream_tls[i]; }
 const uint8_t *my_server_mock_secret(const my_server *srv) { return srv->mock_secret; }
+struct oidc *my_server_oidc(const my_server *srv) { return srv->oidc; }
+void my_server_set_oidc(my_server *srv, struct oidc *o) { srv->oidc = o; }
 struct audit_log *my_server_audit(const my_server *srv) { return srv->audit; }
 size_t my_server_session_count(const my_server *srv) { return srv->nsessions; }
 
@@ -203,6 +207,7 @@ static void session_free(my_session *s)
         s->server->all = s->all_next;
     if (s->all_next)
         s->all_next->all_prev = s->all_prev;
+    oidc_cancel(s->oidc_wait);
     my_relay_free(s);
     my_policy_session_free(s);
     my_audit_session_free(s);

@@ -121,18 +121,18 @@ void pg_audit_connect(pg_session *s)
     s->opened_ns = now_ns();
     audit_log_next_session(log_of(s), s->audit_session);
     audit_connect_info c = {s->audit_session, "postgres", s->client_addr, tls_version(s), s->user,
-                            s->scram_method, s->database, s->identity->role->name};
+                            s->scram_method, s->database, s->role->name};
     audit_log_append(log_of(s), audit_rec_connect(&c), NULL, NULL);
 }
 
-void pg_audit_auth_failure(pg_session *s, const char *reason)
+void pg_audit_auth_failure(pg_session *s, const char *method, const char *reason)
 {
     if (!log_of(s))
         return;
     char session[AUDIT_SESSION_LEN];
     audit_log_next_session(log_of(s), session);
     audit_auth_failure_info a = {session, "postgres", s->client_addr, tls_version(s), s->user,
-                                 "scram-sha-256", reason};
+                                 method, reason};
     audit_log_append(log_of(s), audit_rec_auth_failure(&a), NULL, NULL);
 }
 
@@ -309,7 +309,7 @@ static void param_token(pg_session *s, const uint8_t *v, size_t len, char out[PA
 {
     uint8_t mac[32];
     unsigned int maclen = sizeof mac;
-    const sqlp_role *role = &s->identity->role->policy;
+    const sqlp_role *role = &s->role->policy;
     HMAC(EVP_sha256(), role->token_key, sizeof role->token_key, v, len, mac, &maclen);
     strcpy(out, "hmac:");
     for (int i = 0; i < 8; i++)

@@ -22,7 +22,8 @@ struct evbuffer_ptr;
 typedef struct pg_session pg_session;
 
 void pg_audit_connect(pg_session *s);
-void pg_audit_auth_failure(pg_session *s, const char *reason);
+/* method: "scram-sha-256" or "oidc"; reason never holds a secret. */
+void pg_audit_auth_failure(pg_session *s, const char *method, const char *reason);
 void pg_audit_disconnect(pg_session *s, const char *why);
 /* NULL when statements may run; otherwise why the log cannot take them. */
 const char *pg_audit_unavailable(pg_session *s);

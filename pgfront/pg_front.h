@@ -12,6 +12,7 @@ struct event_base;
 struct config;
 struct audit_log;
 struct approvals;
+struct oidc;
 
 typedef struct pg_server pg_server;
 
@@ -23,6 +24,8 @@ pg_server *pg_server_new(struct event_base *base, const struct config *cfg, stru
 void pg_server_shutdown(pg_server *srv);
 /* Held statements wait for approvals through a (NULL: they are refused). */
 void pg_server_set_approvals(pg_server *srv, struct approvals *a);
+/* Token (JWT) login for identities with an oidc_issuer (NULL: such logins are refused). */
+void pg_server_set_oidc(pg_server *srv, struct oidc *o);
 void pg_server_free(pg_server *srv);
 size_t pg_server_session_count(const pg_server *srv);
 

@@ -318,7 +318,7 @@ pg_policy_action pg_policy_client_message(pg_session *s, char type, uint32_t tot
     sqlp_engine *eng = s->engine;
     if (!s->sqlsession)
         s->sqlsession = sqlp_session_new();
-    sqlp_context ctx = {s->user, &s->identity->role->policy, s->up->name, NULL, SQLP_DIALECT_POSTGRES,
+    sqlp_context ctx = {s->user, &s->role->policy, s->up->name, NULL, SQLP_DIALECT_POSTGRES,
                         s->sqlsession};
     sqlp_decision *d = sqlp_decide(eng, &ctx, sql, len);
     /* Which batch answers this statement: a Query is its own, a Parse the next Sync. */
@@ -383,7 +383,7 @@ static void inspect_row_description(pg_session *s, const uint8_t *body, size_t l
 {
     pg_policy_state *st = state_of(s);
     clear_row_masks(st);
-    if (s->identity->role->policy.unmasked)
+    if (s->role->policy.unmasked)
         return;
     pg_cursor c;
     uint16_t n;
@@ -447,7 +447,7 @@ static bool mask_data_row(pg_session *s, const uint8_t *body, size_t len, struct
             continue;
         }
         char *masked = st->col_binary[i] ? NULL
-                       : sqlp_mask_value(st->col_mask[i], (const char *)v, (size_t)vlen, &s->identity->role->policy);
+                       : sqlp_mask_value(st->col_mask[i], (const char *)v, (size_t)vlen, &s->role->policy);
         if (!masked) {
             put_be32(row, 0xffffffffu);
             continue;

@@ -22,6 +22,7 @@
 #include "gate/conn.h"
 #include "gate/limits.h"
 #include "gate/log.h"
+#include "gate/oidc.h"
 #include "gate/tls.h"
 #include "pgfront/pg_audit.h"
 #include "pgfront/pg_engines.h"
@@ -41,6 +42,7 @@ struct pg_server {
     struct audit_log *audit;
     identity_limits *limits;
     struct approvals *approvals;
+    struct oidc *oidc;
     pg_session *dead;
     pg_session *all;
     size_t nsessions;
@@ -135,6 +137,7 @@ static void session_free(pg_session *s)
     if (s->all_next)
         s->all_next->all_prev = s->all_prev;
     pg_cancel_unregister(s);
+    oidc_cancel(s->oidc_wait);
     pg_engines_forget(s->server->engines, s);
     pg_hold_free(s);
     pg_relay_free(s);
@@ -479,6 +482,8 @@ SSL_CTX *pg_server_tls_ctx(const pg_server *srv) { return srv->tls_ctx; }
 struct audit_log *pg_server_audit(const pg_server *srv) { return srv->audit; }
 struct approvals *pg_server_approvals(const pg_server *srv) { return srv->approvals; }
 void pg_server_set_approvals(pg_server *srv, struct approvals *a) { srv->approvals = a; }
+struct oidc *pg_server_oidc(const pg_server *srv) { return srv->oidc; }
+void pg_server_set_oidc(pg_server *srv, struct oidc *o) { srv->oidc = o; }
 
 void pg_server_shutdown(pg_server *srv)
 {

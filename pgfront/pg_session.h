@@ -24,6 +24,8 @@ typedef struct conn conn;
     X(PGC_STARTUP)          /* waiting for SSLRequest / StartupMessage / CancelRequest */ \
     X(PGC_AUTH_INIT)        /* sent AuthenticationSASL, waiting for SASLInitialResponse */ \
     X(PGC_AUTH_FINAL)       /* sent SASLContinue, waiting for SASLResponse */ \
+    X(PGC_AUTH_TOKEN)       /* sent AuthenticationCleartextPassword (TLS only), waiting for the JWT */ \
+    X(PGC_AUTH_TOKEN_WAIT)  /* token received, waiting for the issuer's keys (oidc.c) */ \
     X(PGC_CONNECTING)       /* client authenticated, upstream being opened */ \
     X(PGC_ACTIVE)           /* relaying statements both ways */ \
     X(PGC_CLOSING)          /* flushing a last error, then closed */ \
@@ -88,6 +90,8 @@ typedef struct pg_session {
     char user[64];
     char database[64];
     const cfg_identity *identity; /* NULL for an unknown user (mock path) */
+    const cfg_role *role;         /* the identity's role, or the one its token named */
+    struct oidc_wait *oidc_wait;  /* PGC_AUTH_TOKEN_WAIT: the pending key fetch */
     scram_server scram;
     scram_channel_binding cbind;
 
@@ -172,6 +176,7 @@ void pg_session_flush(pg_session *s);
 SSL_CTX *pg_server_tls_ctx(const pg_server *srv);
 struct audit_log *pg_server_audit(const pg_server *srv);
 struct approvals *pg_server_approvals(const pg_server *srv);
+struct oidc *pg_server_oidc(const pg_server *srv);
 void pg_session_requeue_free(pg_session *s);
 /* Per-identity limits (gate/limits.h): false when exceeded. */
 bool pg_session_take_connection_slot(pg_session *s);
