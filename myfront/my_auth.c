@@ -314,6 +314,14 @@ static void begin_auth(my_session *s, const my_handshake_response *r)
     s->client_max_packet = r->max_packet;
     s->charset = r->charset;
     s->identity = config_find_identity(cfg, s->user);
+    if (s->identity && config_identity_needs_cert(s->identity)) {
+        /* Client certificates are checked by pgfront only: refuse rather than skip the check. */
+        my_audit_auth_failure(s, "certificate login is not supported by the MySQL front");
+        my_session_fail(s, MY_ER_ACCESS_DENIED, "28000",
+                        "this identity logs in with a client certificate, which phigate's MySQL front does not "
+                        "support: connect through the PostgreSQL front");
+        return;
+    }
     bool has_native = s->identity ? s->identity->has_mysql_native : true;
     const char *client_plugin = r->plugin ? r->plugin : (r->capabilities & MY_CAP(PLUGIN_AUTH)) ? "" : NATIVE_PLUGIN;
     bool wants_native = strcmp(client_plugin, NATIVE_PLUGIN) == 0;

@@ -132,7 +132,7 @@ void pg_audit_auth_failure(pg_session *s, const char *reason)
     char session[AUDIT_SESSION_LEN];
     audit_log_next_session(log_of(s), session);
     audit_auth_failure_info a = {session, "postgres", s->client_addr, tls_version(s), s->user,
-                                 "scram-sha-256", reason};
+                                 s->scram_method ? s->scram_method : "scram-sha-256", reason};
     audit_log_append(log_of(s), audit_rec_auth_failure(&a), NULL, NULL);
 }
 

@@ -118,6 +118,24 @@ static bool startup_params_ok(pg_session *s)
     return true;
 }
 
+static void auth_succeeded(pg_session *s);
+
+/* An identity with auth: cert or cert+scram: its certificate must be valid and
+ * name it.  The refusal names the reason (revoked, expired, untrusted, not
+ * mapped); the certificate is public, so this tells nothing secret. */
+static bool client_cert_ok(pg_session *s, const config *cfg)
+{
+    char why[200], msg[320];
+    if (tls_client_cert_check(s->client_tls ? conn_ssl(s->client) : NULL, cfg->tls_client_cert_name,
+                              s->identity->cert_name, why, sizeof why))
+        return true;
+    pg_session_log(s, LOG_LEVEL_INFO, "authentication failed: %s", why);
+    pg_audit_auth_failure(s, why);
+    snprintf(msg, sizeof msg, "certificate authentication failed for user \"%.64s\": %s", s->user, why);
+    pg_session_fail(s, "28000", msg, "connect over TLS with sslcert/sslkey of a certificate issued for this identity");
+    return false;
+}
+
 static void begin_sasl(pg_session *s)
 {
     const config *cfg = pg_server_config(s->server);
@@ -127,6 +145,17 @@ static void begin_sasl(pg_session *s)
         return;
     }
     s->identity = config_find_identity(cfg, s->user);
+    if (s->identity && config_identity_needs_cert(s->identity)) {
+        s->scram_method = "cert";
+        if (!client_cert_ok(s, cfg))
+            return;
+        if (!config_identity_needs_scram(s->identity)) {
+            pg_session_log(s, LOG_LEVEL_INFO, "authenticated with a client certificate");
+            pg_put_auth(conn_output(s->client), 0, NULL, 0);
+            auth_succeeded(s);
+            return;
+        }
+    }
     if (s->identity)
         s->scram.verifier = s->identity->verifier;
     else
@@ -268,10 +297,20 @@ static void handle_sasl_final(pg_session *s, const uint8_t *body, size_t len)
     struct evbuffer *o = conn_output(s->client);
     pg_put_auth(o, 12, out, strlen(out));
     pg_put_auth(o, 0, NULL, 0);
-    pg_session_log(s, LOG_LEVEL_INFO, "authenticated with SCRAM-SHA-256%s%s", s->scram.use_plus ? "-PLUS" : "",
-                   s->client_tls ? " over TLS" : "");
-    s->scram_method = s->scram.use_plus ? "scram-sha-256-plus" : "scram-sha-256";
+    bool with_cert = s->scram_method && strcmp(s->scram_method, "cert") == 0;
+    pg_session_log(s, LOG_LEVEL_INFO, "authenticated with %sSCRAM-SHA-256%s%s", with_cert ? "a client certificate and " : "",
+                   s->scram.use_plus ? "-PLUS" : "", s->client_tls ? " over TLS" : "");
+    if (with_cert)
+        s->scram_method = s->scram.use_plus ? "cert+scram-sha-256-plus" : "cert+scram-sha-256";
+    else
+        s->scram_method = s->scram.use_plus ? "scram-sha-256-plus" : "scram-sha-256";
     OPENSSL_cleanse(&s->scram, sizeof s->scram);
+    auth_succeeded(s);
+}
+
+/* The identity is proven: take its connection slot and open the upstream. */
+static void auth_succeeded(pg_session *s)
+{
     if (!pg_session_take_connection_slot(s)) {
         char msg[160];
         snprintf(msg, sizeof msg, "too many connections for identity \"%.64s\" (max_connections %d)", s->user,

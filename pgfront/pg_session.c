@@ -448,6 +448,11 @@ pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audi
         pg_server_free(srv);
         return NULL;
     }
+    if (cfg->tls_client_ca_file &&
+        !tls_server_request_client_certs(srv->tls_ctx, cfg->tls_client_ca_file, cfg->tls_client_crl_file, err, errlen)) {
+        pg_server_free(srv);
+        return NULL;
+    }
     if (!resolve_upstreams(srv, err, errlen)) {
         pg_server_free(srv);
         return NULL;
