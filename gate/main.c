@@ -1,6 +1,9 @@
 /*
  * phigate: the daemon.  Loads the configuration, starts the fronts on one
- * libevent loop, and runs until SIGTERM/SIGINT.
+ * libevent loop, and runs until SIGTERM/SIGINT.  SIGHUP reloads the
+ * configuration: the new one is built whole off to the side and serves new
+ * sessions only when all of it is good; open sessions keep the one they
+ * started with (their front "generation" drains and is freed when empty).
  */
 #include <errno.h>
 #include <event2/event.h>
@@ -16,6 +19,7 @@
 #include "gate/audit_log.h"
 #include "gate/config.h"
 #include "gate/log.h"
+#include "gate/reload.h"
 #include "myfront/my_front.h"
 #include "pgfront/pg_front.h"
 
@@ -30,7 +34,8 @@ static void usage(FILE *out)
             "\n"
             "phigate is a PostgreSQL/MySQL gateway that holds the database credentials,\n"
             "authenticates each agent with its own identity, masks PHI and audits every statement.\n"
-            "Signals: SIGTERM/SIGINT stop it.\n");
+            "Signals: SIGTERM/SIGINT stop it; SIGHUP reloads the configuration, masking rules and\n"
+            "secrets without dropping sessions (`phigatectl reload --pid-file FILE` does it and reports errors).\n");
 }
 
 static int check_config(const char *path)
@@ -55,12 +60,6 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(arg, NULL);
 }
 
-static void on_hup(evutil_socket_t sig, short what, void *arg)
-{
-    (void)sig, (void)what, (void)arg;
-    log_warn("SIGHUP: configuration reload is not supported by this version; restart phigate to apply changes");
-}
-
 static audit_log *open_audit(const config *cfg, struct event_base *base, char *err, size_t errlen)
 {
     audit_log_opts o = {
@@ -83,36 +82,73 @@ static bool write_pid_file(const char *path)
     return fclose(f) == 0;
 }
 
+/* The fronts of an older configuration, still serving the sessions they have. */
+typedef struct draining {
+    config *cfg;
+    pg_server *pg;
+    my_server *my;
+    struct draining *next;
+} draining;
+
 /* Everything one phigate process runs; any member may be NULL. */
 typedef struct runtime {
-    config *cfg;
+    const char *config_path;
+    config *cfg;      /* the configuration new sessions get */
+    config *boot_cfg; /* the first one: the audit log, Redis client and console were opened with it */
     struct event_base *base;
     audit_log *audit;
     approvals *approvals;
     admin_http *admin;
     pg_server *pg;
     my_server *my;
+    draining *older;
+    struct event *drain_timer;
+    uint64_t generation;      /* of cfg: 1 = the configuration phigate started with */
+    uint64_t reload_attempts; /* SIGHUPs so far (the status file's attempt number) */
 } runtime;
+
+static void free_config(runtime *rt, config *cfg)
+{
+    if (cfg != rt->boot_cfg)
+        config_free(cfg);
+}
 
 /* Sessions first (their last records go to the audit log), then the log. */
 static void runtime_stop(runtime *rt)
 {
+    for (draining *d = rt->older; d; d = d->next) {
+        pg_server_shutdown(d->pg);
+        if (d->my)
+            my_server_shutdown(d->my);
+    }
     if (rt->pg)
         pg_server_shutdown(rt->pg);
     if (rt->my)
         my_server_shutdown(rt->my);
     if (rt->audit)
         audit_log_close(rt->audit);
+    while (rt->older) {
+        draining *d = rt->older;
+        rt->older = d->next;
+        pg_server_free(d->pg);
+        my_server_free(d->my);
+        free_config(rt, d->cfg);
+        free(d);
+    }
     pg_server_free(rt->pg);
     my_server_free(rt->my);
     admin_http_free(rt->admin);
     if (rt->approvals)
         approvals_free(rt->approvals);
+    if (rt->drain_timer)
+        event_free(rt->drain_timer);
     if (rt->base)
         event_base_free(rt->base);
-    if (rt->cfg && rt->cfg->pid_file)
-        unlink(rt->cfg->pid_file);
-    config_free(rt->cfg);
+    if (rt->boot_cfg && rt->boot_cfg->pid_file)
+        unlink(rt->boot_cfg->pid_file);
+    if (rt->cfg != rt->boot_cfg)
+        config_free(rt->cfg);
+    config_free(rt->boot_cfg);
 }
 
 static bool start_failed(const char *what, const char *err)
@@ -151,14 +187,139 @@ static bool runtime_start(runtime *rt)
         return start_failed("myfront", err);
     if (cfg->pid_file && !write_pid_file(cfg->pid_file))
         log_warn("cannot write pid file %s: %s", cfg->pid_file, strerror(errno));
+    rt->generation = 1;
+    if (cfg->pid_file) {
+        /* Attempt numbers go on from the last run's, so a waiting phigatectl sees a new one. */
+        char status[4200];
+        reload_status_path(cfg->pid_file, status, sizeof status);
+        rt->reload_attempts = reload_status_attempt(status);
+    }
     return true;
+}
+
+/* ---- reload ------------------------------------------------------------------------ */
+
+/* Free the fronts of older configurations whose last session has ended. */
+static void on_drain_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    runtime *rt = arg;
+    for (draining **p = &rt->older; *p;) {
+        draining *d = *p;
+        if (pg_server_session_count(d->pg) + (d->my ? my_server_session_count(d->my) : 0) > 0) {
+            p = &d->next;
+            continue;
+        }
+        *p = d->next;
+        pg_server_free(d->pg);
+        my_server_free(d->my);
+        free_config(rt, d->cfg);
+        free(d);
+        log_info("an older configuration's last session ended: freed it");
+    }
+    if (!rt->older)
+        event_del(rt->drain_timer);
+}
+
+static void append_error(char *errors, size_t len, const char *path, const char *err)
+{
+    size_t used = strlen(errors);
+    if (used < len)
+        snprintf(errors + used, len - used, "%s: %s\n", path, err);
+}
+
+static void record_reload(runtime *rt, const audit_reload_info *info, const char *errors)
+{
+    if (rt->audit)
+        audit_log_append(rt->audit, audit_rec_config_reload(info), NULL, NULL);
+    if (rt->boot_cfg->pid_file &&
+        !reload_write_status(rt->boot_cfg->pid_file, rt->reload_attempts, info->ok, rt->generation,
+                             info->config_sha256, errors))
+        log_warn("cannot write the reload status next to %s: %s", rt->boot_cfg->pid_file, strerror(errno));
+}
+
+/* Every error is logged, counted in the audit record and listed in the status file. */
+static void reload_refused(runtime *rt, const char *errors)
+{
+    uint64_t count = 0;
+    char first[512] = "";
+    for (const char *p = errors; *p;) {
+        size_t n = strcspn(p, "\n");
+        log_error("reload refused: %.*s", (int)n, p);
+        if (count++ == 0)
+            snprintf(first, sizeof first, "%.*s", (int)n, p);
+        p += n + (p[n] == '\n');
+    }
+    log_error("reload refused (%llu errors): generation %llu keeps serving", (unsigned long long)count,
+              (unsigned long long)rt->generation);
+    audit_reload_info info = {false, rt->config_path, rt->generation, NULL, count, first};
+    record_reload(rt, &info, errors);
+}
+
+/* Swap the prepared fronts in: the old ones keep their sessions and drain. */
+static void reload_commit(runtime *rt, config *cfg, pg_server *pg, my_server *my)
+{
+    draining *d = calloc(1, sizeof *d);
+    *d = (draining){rt->cfg, rt->pg, rt->my, rt->older};
+    rt->older = d;
+    pg_server_take_over(pg, rt->pg);
+    if (my)
+        my_server_take_over(my, rt->my);
+    rt->cfg = cfg, rt->pg = pg, rt->my = my;
+    rt->generation++;
+    log_set_level((log_level)cfg->log_level);
+    char sha[65];
+    if (!reload_config_digest(cfg, sha))
+        snprintf(sha, sizeof sha, "unavailable");
+    size_t open = pg_server_session_count(d->pg) + (d->my ? my_server_session_count(d->my) : 0);
+    log_info("configuration reloaded: generation %llu (sha256 %s) serves new sessions; %zu open sessions keep "
+             "the previous one", (unsigned long long)rt->generation, sha, open);
+    audit_reload_info info = {true, rt->config_path, rt->generation, sha, 0, NULL};
+    record_reload(rt, &info, NULL);
+    struct timeval second = {1, 0};
+    event_add(rt->drain_timer, &second);
+}
+
+/* Build the complete new runtime (config, secrets, TLS, engines) off to the
+ * side; anything wrong and the running one stays, with every error reported. */
+static void reload(runtime *rt)
+{
+    static char errors[65536];
+    char err[512];
+    rt->reload_attempts++;
+    log_info("SIGHUP: reloading the configuration from %s", rt->config_path);
+    config *cfg = config_load(rt->config_path, errors, sizeof errors);
+    pg_server *pg = NULL;
+    my_server *my = NULL;
+    if (cfg && reload_restart_changes(rt->cfg, cfg, errors, sizeof errors) == 0) {
+        if (!reload_check_rules(cfg, err, sizeof err))
+            append_error(errors, sizeof errors, cfg->path, err);
+        else if (!(pg = pg_server_prepare(rt->base, cfg, rt->audit, err, sizeof err)))
+            append_error(errors, sizeof errors, cfg->path, err);
+        else if (cfg->my_enabled && !(my = my_server_prepare(rt->base, cfg, rt->audit, err, sizeof err)))
+            append_error(errors, sizeof errors, cfg->path, err);
+    }
+    if (!pg || (cfg->my_enabled && !my)) {
+        pg_server_free(pg);
+        config_free(cfg);
+        reload_refused(rt, errors);
+        return;
+    }
+    reload_commit(rt, cfg, pg, my);
+}
+
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig, (void)what;
+    reload(arg);
 }
 
 static int run(const char *path)
 {
     static char errors[65536];
     runtime rt = {0};
-    rt.cfg = config_load(path, errors, sizeof errors);
+    rt.config_path = path;
+    rt.cfg = rt.boot_cfg = config_load(path, errors, sizeof errors);
     if (!rt.cfg) {
         fputs(errors, stderr);
         fprintf(stderr, "phigate: not starting, the configuration has errors\n");
@@ -177,12 +338,15 @@ static int run(const char *path)
     }
     struct event *sigterm = evsignal_new(rt.base, SIGTERM, on_stop_signal, rt.base);
     struct event *sigint = evsignal_new(rt.base, SIGINT, on_stop_signal, rt.base);
-    struct event *sighup = evsignal_new(rt.base, SIGHUP, on_hup, rt.base);
+    struct event *sighup = evsignal_new(rt.base, SIGHUP, on_hup, &rt);
+    rt.drain_timer = event_new(rt.base, -1, EV_PERSIST, on_drain_timer, &rt);
     event_add(sigterm, NULL), event_add(sigint, NULL), event_add(sighup, NULL);
     log_info("phigate %s started (pid %ld)", PHIGATE_VERSION, (long)getpid());
     event_base_dispatch(rt.base);
-    log_info("phigate stopped with %zu sessions open",
-             pg_server_session_count(rt.pg) + (rt.my ? my_server_session_count(rt.my) : 0));
+    size_t open = pg_server_session_count(rt.pg) + (rt.my ? my_server_session_count(rt.my) : 0);
+    for (draining *d = rt.older; d; d = d->next)
+        open += pg_server_session_count(d->pg) + (d->my ? my_server_session_count(d->my) : 0);
+    log_info("phigate stopped with %zu sessions open", open);
     event_free(sigterm), event_free(sigint), event_free(sighup);
     runtime_stop(&rt);
     return 0;

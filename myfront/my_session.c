@@ -174,14 +174,10 @@ void my_session_set_ustate(my_session *s, myu_state st)
     s->ustate = st;
 }
 
-static size_t identity_index(const my_session *s)
-{
-    return (size_t)(s->identity - s->server->cfg->identities);
-}
-
 bool my_session_take_connection_slot(my_session *s)
 {
-    if (!limits_acquire_connection(s->server->limits, identity_index(s), s->identity->max_connections))
+    s->limit_slot = limits_slot(s->server->limits, s->identity->name);
+    if (!limits_acquire_connection(s->server->limits, s->limit_slot, s->identity->max_connections))
         return false;
     s->counted = true;
     return true;
@@ -189,14 +185,14 @@ bool my_session_take_connection_slot(my_session *s)
 
 bool my_session_take_statement_token(my_session *s)
 {
-    return limits_take_statement(s->server->limits, identity_index(s), s->identity->statements_per_second,
+    return limits_take_statement(s->server->limits, s->limit_slot, s->identity->statements_per_second,
                                  limits_now_ns());
 }
 
 static void session_free(my_session *s)
 {
     if (s->counted)
-        limits_release_connection(s->server->limits, identity_index(s));
+        limits_release_connection(s->server->limits, s->limit_slot);
     if (s->all_prev)
         s->all_prev->all_next = s->all_next;
     else
@@ -495,14 +491,15 @@ static bool resolve_upstreams(my_server *srv, char *err, size_t errlen)
     return true;
 }
 
-my_server *my_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
-                         size_t errlen)
+/* Everything but the listener (see pg_server_prepare). */
+my_server *my_server_prepare(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
+                             size_t errlen)
 {
     my_server *srv = calloc(1, sizeof *srv);
     srv->base = base;
     srv->audit = audit;
     srv->cfg = cfg;
-    srv->limits = limits_new(cfg->nidentities);
+    srv->limits = limits_new(0); /* slots by identity name (limits_slot) */
     if (RAND_bytes(srv->mock_secret, sizeof srv->mock_secret) != 1 ||
         RAND_bytes((uint8_t *)&srv->next_connection_id, sizeof srv->next_connection_id) != 1) {
         snprintf(err, errlen, "no randomness for the mock-authentication secret");
@@ -520,6 +517,16 @@ my_server *my_server_new(struct event_base *base, const config *cfg, struct audi
         return NULL;
     }
     load_engines(srv);
+    srv->reaper = event_new(base, -1, 0, reaper_cb, srv);
+    return srv;
+}
+
+my_server *my_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
+                         size_t errlen)
+{
+    my_server *srv = my_server_prepare(base, cfg, audit, err, errlen);
+    if (!srv)
+        return NULL;
     struct sockaddr_storage ss;
     int sslen = sizeof ss;
     char addr[128];
@@ -529,7 +536,6 @@ my_server *my_server_new(struct event_base *base, const config *cfg, struct audi
         my_server_free(srv);
         return NULL;
     }
-    srv->reaper = event_new(base, -1, 0, reaper_cb, srv);
     srv->listener = evconnlistener_new_bind(base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 512,
                                             (struct sockaddr *)&ss, sslen);
     if (!srv->listener) {
@@ -541,6 +547,18 @@ my_server *my_server_new(struct event_base *base, const config *cfg, struct audi
     log_info("myfront listening on %s%s (server version %s)", addr, srv->tls_ctx ? " (TLS available)" : "",
              srv->version);
     return srv;
+}
+
+void my_server_take_over(my_server *next, my_server *prev)
+{
+    next->listener = prev->listener;
+    prev->listener = NULL;
+    if (next->listener)
+        evconnlistener_set_cb(next->listener, accept_cb, next);
+    limits_free(next->limits);
+    next->limits = limits_ref(prev->limits);
+    next->next_id = prev->next_id;
+    next->next_connection_id = prev->next_connection_id;
 }
 
 void my_server_shutdown(my_server *srv)

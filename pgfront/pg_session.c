@@ -105,14 +105,10 @@ void pg_session_set_ustate(pg_session *s, pgu_state st)
     s->ustate = st;
 }
 
-static size_t identity_index(const pg_session *s)
-{
-    return (size_t)(s->identity - s->server->cfg->identities);
-}
-
 bool pg_session_take_connection_slot(pg_session *s)
 {
-    if (!limits_acquire_connection(s->server->limits, identity_index(s), s->identity->max_connections))
+    s->limit_slot = limits_slot(s->server->limits, s->identity->name);
+    if (!limits_acquire_connection(s->server->limits, s->limit_slot, s->identity->max_connections))
         return false;
     s->counted = true;
     return true;
@@ -120,14 +116,14 @@ bool pg_session_take_connection_slot(pg_session *s)
 
 bool pg_session_take_statement_token(pg_session *s)
 {
-    return limits_take_statement(s->server->limits, identity_index(s), s->identity->statements_per_second,
+    return limits_take_statement(s->server->limits, s->limit_slot, s->identity->statements_per_second,
                                  limits_now_ns());
 }
 
 static void session_free(pg_session *s)
 {
     if (s->counted)
-        limits_release_connection(s->server->limits, identity_index(s));
+        limits_release_connection(s->server->limits, s->limit_slot);
     if (s->all_prev)
         s->all_prev->all_next = s->all_next;
     else
@@ -431,13 +427,15 @@ static bool resolve_upstreams(pg_server *srv, char *err, size_t errlen)
     return true;
 }
 
-pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
-                         size_t errlen)
+/* Everything but the listener: a reload builds the next server off to the side
+ * and hands it the listener only when the whole new configuration is good. */
+pg_server *pg_server_prepare(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
+                             size_t errlen)
 {
     pg_server *srv = calloc(1, sizeof *srv);
     srv->base = base;
     srv->audit = audit;
-    srv->limits = limits_new(cfg->nidentities);
+    srv->limits = limits_new(0); /* slots by identity name (limits_slot) */
     srv->cfg = cfg;
     if (RAND_bytes(srv->mock_secret, sizeof srv->mock_secret) != 1) {
         snprintf(err, errlen, "no randomness for the mock-authentication secret");
@@ -458,6 +456,16 @@ pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audi
         return NULL;
     }
     srv->engines = pg_engines_new(base, cfg, pg_upstream_engine_ready);
+    srv->reaper = event_new(base, -1, 0, reaper_cb, srv);
+    return srv;
+}
+
+pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
+                         size_t errlen)
+{
+    pg_server *srv = pg_server_prepare(base, cfg, audit, err, errlen);
+    if (!srv)
+        return NULL;
     struct sockaddr_storage ss;
     int sslen = sizeof ss;
     char addr[128];
@@ -475,9 +483,22 @@ pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audi
         return NULL;
     }
     evconnlistener_set_error_cb(srv->listener, accept_error_cb);
-    srv->reaper = event_new(base, -1, 0, reaper_cb, srv);
     log_info("pgfront listening on %s%s", addr, srv->tls_ctx ? " (TLS available)" : "");
     return srv;
+}
+
+void pg_server_take_over(pg_server *next, pg_server *prev)
+{
+    /* The socket stays open: connections queued in it are accepted by next. */
+    next->listener = prev->listener;
+    prev->listener = NULL;
+    if (next->listener)
+        evconnlistener_set_cb(next->listener, accept_cb, next);
+    /* Per-identity counts go on across the reload: they are keyed by name. */
+    limits_free(next->limits);
+    next->limits = limits_ref(prev->limits);
+    next->approvals = prev->approvals;
+    next->next_id = prev->next_id;
 }
 
 SSL_CTX *pg_server_tls_ctx(const pg_server *srv) { return srv->tls_ctx; }
