@@ -21,6 +21,7 @@
 
 #include "gate/conn.h"
 #include "gate/limits.h"
+#include "gate/listener.h"
 #include "gate/log.h"
 #include "gate/tls.h"
 #include "myfront/my_audit.h"
@@ -453,12 +454,6 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     my_session_flush(s);
 }
 
-static void accept_error_cb(struct evconnlistener *l, void *arg)
-{
-    (void)l, (void)arg;
-    log_error("mysql accept failed: %s", strerror(errno));
-}
-
 static bool resolve_upstreams(my_server *srv, char *err, size_t errlen)
 {
     size_t n = srv->cfg->nupstreams;
@@ -524,26 +519,16 @@ my_server *my_server_prepare(struct event_base *base, const config *cfg, struct 
 my_server *my_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
                          size_t errlen)
 {
+    char addr[128];
     my_server *srv = my_server_prepare(base, cfg, audit, err, errlen);
     if (!srv)
         return NULL;
-    struct sockaddr_storage ss;
-    int sslen = sizeof ss;
-    char addr[128];
-    snprintf(addr, sizeof addr, strchr(cfg->my_address, ':') ? "[%s]:%d" : "%s:%d", cfg->my_address, cfg->my_port);
-    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) != 0) {
-        snprintf(err, errlen, "listen.mysql.address %s is not an IP address", cfg->my_address);
-        my_server_free(srv);
-        return NULL;
-    }
-    srv->listener = evconnlistener_new_bind(base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 512,
-                                            (struct sockaddr *)&ss, sslen);
+    srv->listener = listener_open(base, cfg->my_address, cfg->my_port, "listen.mysql", accept_cb, srv, addr, sizeof addr,
+                                  err, errlen);
     if (!srv->listener) {
-        snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
         my_server_free(srv);
         return NULL;
     }
-    evconnlistener_set_error_cb(srv->listener, accept_error_cb);
     log_info("myfront listening on %s%s (server version %s)", addr, srv->tls_ctx ? " (TLS available)" : "",
              srv->version);
     return srv;
@@ -551,10 +536,7 @@ my_server *my_server_new(struct event_base *base, const config *cfg, struct audi
 
 void my_server_take_over(my_server *next, my_server *prev)
 {
-    next->listener = prev->listener;
-    prev->listener = NULL;
-    if (next->listener)
-        evconnlistener_set_cb(next->listener, accept_cb, next);
+    listener_hand_over(&prev->listener, &next->listener, accept_cb, next);
     limits_free(next->limits);
     next->limits = limits_ref(prev->limits);
     next->next_id = prev->next_id;

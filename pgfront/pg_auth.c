@@ -298,8 +298,9 @@ static void handle_sasl_final(pg_session *s, const uint8_t *body, size_t len)
     pg_put_auth(o, 12, out, strlen(out));
     pg_put_auth(o, 0, NULL, 0);
     bool with_cert = s->scram_method && strcmp(s->scram_method, "cert") == 0;
-    pg_session_log(s, LOG_LEVEL_INFO, "authenticated with %sSCRAM-SHA-256%s%s", with_cert ? "a client certificate and " : "",
-                   s->scram.use_plus ? "-PLUS" : "", s->client_tls ? " over TLS" : "");
+    pg_session_log(s, LOG_LEVEL_INFO, "authenticated with %sSCRAM-SHA-256%s%s",
+                   with_cert ? "a client certificate and " : "", s->scram.use_plus ? "-PLUS" : "",
+                   s->client_tls ? " over TLS" : "");
     if (with_cert)
         s->scram_method = s->scram.use_plus ? "cert+scram-sha-256-plus" : "cert+scram-sha-256";
     else

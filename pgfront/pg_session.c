@@ -21,6 +21,7 @@
 
 #include "gate/conn.h"
 #include "gate/limits.h"
+#include "gate/listener.h"
 #include "gate/log.h"
 #include "gate/tls.h"
 #include "pgfront/pg_audit.h"
@@ -389,12 +390,6 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     pg_session_arm_timer(s, srv->cfg->auth_timeout_ms);
 }
 
-static void accept_error_cb(struct evconnlistener *l, void *arg)
-{
-    (void)l, (void)arg;
-    log_error("accept failed: %s", strerror(errno));
-}
-
 static bool resolve_upstreams(pg_server *srv, char *err, size_t errlen)
 {
     size_t n = srv->cfg->nupstreams;
@@ -446,8 +441,8 @@ pg_server *pg_server_prepare(struct event_base *base, const config *cfg, struct 
         pg_server_free(srv);
         return NULL;
     }
-    if (cfg->tls_client_ca_file &&
-        !tls_server_request_client_certs(srv->tls_ctx, cfg->tls_client_ca_file, cfg->tls_client_crl_file, err, errlen)) {
+    if (cfg->tls_client_ca_file && !tls_server_request_client_certs(srv->tls_ctx, cfg->tls_client_ca_file,
+                                                                    cfg->tls_client_crl_file, err, errlen)) {
         pg_server_free(srv);
         return NULL;
     }
@@ -463,26 +458,16 @@ pg_server *pg_server_prepare(struct event_base *base, const config *cfg, struct 
 pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
                          size_t errlen)
 {
+    char addr[128];
     pg_server *srv = pg_server_prepare(base, cfg, audit, err, errlen);
     if (!srv)
         return NULL;
-    struct sockaddr_storage ss;
-    int sslen = sizeof ss;
-    char addr[128];
-    snprintf(addr, sizeof addr, strchr(cfg->pg_address, ':') ? "[%s]:%d" : "%s:%d", cfg->pg_address, cfg->pg_port);
-    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) != 0) {
-        snprintf(err, errlen, "listen.postgres.address %s is not an IP address", cfg->pg_address);
-        pg_server_free(srv);
-        return NULL;
-    }
-    srv->listener = evconnlistener_new_bind(base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 512,
-                                            (struct sockaddr *)&ss, sslen);
+    srv->listener = listener_open(base, cfg->pg_address, cfg->pg_port, "listen.postgres", accept_cb, srv, addr,
+                                  sizeof addr, err, errlen);
     if (!srv->listener) {
-        snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
         pg_server_free(srv);
         return NULL;
     }
-    evconnlistener_set_error_cb(srv->listener, accept_error_cb);
     log_info("pgfront listening on %s%s", addr, srv->tls_ctx ? " (TLS available)" : "");
     return srv;
 }
@@ -490,10 +475,7 @@ pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audi
 void pg_server_take_over(pg_server *next, pg_server *prev)
 {
     /* The socket stays open: connections queued in it are accepted by next. */
-    next->listener = prev->listener;
-    prev->listener = NULL;
-    if (next->listener)
-        evconnlistener_set_cb(next->listener, accept_cb, next);
+    listener_hand_over(&prev->listener, &next->listener, accept_cb, next);
     /* Per-identity counts go on across the reload: they are keyed by name. */
     limits_free(next->limits);
     next->limits = limits_ref(prev->limits);
