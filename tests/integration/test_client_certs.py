@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from harness import AGENT_PASSWORD, gateway_env, run_psql, stop_and_check
+from harness import AGENT_PASSWORD, gateway_env, run_ctl, run_psql, stop_and_check
 from pgwire import RawClient, parse_error_fields, startup_packet
 
 CERT_AGENT = "certagent"    # auth: cert, mapped by its subject CN
@@ -81,7 +81,8 @@ class Pki:
         ca = make_ca("phigate test client CA")
         other = make_ca("some other CA")
         self.ca_file = write_pem(self.folder, "ca", ca[1])
-        self.pairs = {}
+        self.ca = ca
+        self.pairs, self.serials = {}, {}
         for name, issuer, cn, kw in [
             ("good", ca, CERT_AGENT, {}),
             ("revoked", ca, CERT_AGENT, {}),
@@ -94,15 +95,19 @@ class Pki:
         ]:
             key, cert = make_client(issuer, cn, **kw)
             self.pairs[name] = write_pem(self.folder, name, cert, key)
-            if name == "revoked":
-                revoked_serial = cert.serial_number
-        revoked = (x509.RevokedCertificateBuilder().serial_number(revoked_serial)
-                   .revocation_date(NOW - datetime.timedelta(minutes=5)).build())
-        crl = (x509.CertificateRevocationListBuilder().issuer_name(ca[1].subject)
-               .last_update(NOW - datetime.timedelta(minutes=10)).next_update(NOW + datetime.timedelta(days=7))
-               .add_revoked_certificate(revoked).sign(ca[0], hashes.SHA256()))
-        self.crl_file = self.folder / "crl.pem"
-        self.crl_file.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+            self.serials[name] = cert.serial_number
+        self.crl_file = self.write_crl("crl.pem", ["revoked"])
+
+    def write_crl(self, file_name, revoked_names):
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.ca[1].subject)
+                   .last_update(NOW - datetime.timedelta(minutes=10)).next_update(NOW + datetime.timedelta(days=7)))
+        for name in revoked_names:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(self.serials[name])
+                .revocation_date(NOW - datetime.timedelta(minutes=5)).build())
+        path = self.folder / file_name
+        path.write_bytes(builder.sign(self.ca[0], hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+        return path
 
     def ssl_args(self, name):
         cert, key = self.pairs[name]
@@ -267,3 +272,27 @@ def test_config_errors_for_certificate_settings(tmp_path, binaries, stack):
     assert "identities.a logs in with a certificate but tls.client_ca_file is not set" in err
     assert ":8: identities.b: missing required setting \"scram\"" in err
     assert ":9: auth: \"certificate\" is not one of the allowed values" in err
+
+
+def test_revocation_takes_effect_on_reload(start_gateway, pki, verifiers, stack, binaries, tmp_path):
+    """A certificate revoked in a new CRL is refused after `phigatectl reload`; a session opened with it
+    before the reload goes on."""
+    crl = tmp_path / "crl.pem"
+    crl.write_bytes(pki.crl_file.read_bytes())
+    cfg = cert_config(pki, verifiers, client_crl_file=str(crl))
+    gw = start_gateway(cfg, name="client_certs_crl")
+    kw = gw.connect_kwargs("clinic", user=CERT_AGENT, password=None, **pki.ssl_args("good"))
+    with psycopg.connect(**kw) as open_session:
+        crl.write_bytes(pki.write_crl("crl-2.pem", ["revoked", "good"]).read_bytes())
+        r = run_ctl(binaries, "reload", "--pid-file", gw.config["phigate"]["pid_file"])
+        assert r.returncode == 0, r.stdout + r.stderr
+        refused = psql_cert(stack, gw, "good", "select 1", pki=pki)
+        assert refused.returncode == 2 and "the client certificate is revoked" in refused.stderr, refused.stderr
+        assert open_session.execute("select count(*) from wards").fetchone() == (10,)
+        # A CRL file that does not load is a refused reload: the current CRL stays in force.
+        crl.write_text("-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n")
+        r = run_ctl(binaries, "reload", "--pid-file", gw.config["phigate"]["pid_file"])
+        assert r.returncode == 1 and "cannot load client CRL file" in r.stderr, r.stdout + r.stderr
+        assert psql_cert(stack, gw, "good", "select 1", pki=pki).returncode == 2
+        assert psql_cert(stack, gw, "both", "select 1", user=BOTH_AGENT, password=AGENT_PASSWORD,
+                         pki=pki).returncode == 0

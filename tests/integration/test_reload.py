@@ -231,3 +231,27 @@ def test_reloads_under_pgbench_load_fail_nothing(start_gateway, binaries, stack)
     assert "generation 6" in reloads[-1].stdout
     for name, out in results.items():
         print(name, re.findall(r"(number of (?:failed )?transactions[^\n]*|tps = [^\n]*)", out.stdout))
+
+
+def test_cancel_reaches_a_session_of_the_previous_configuration(start_gateway, binaries):
+    gw = start_gateway(name="reload_cancel")
+    with psycopg.connect(**gw.connect_kwargs("clinic"), autocommit=True) as conn:
+        outcome = {}
+
+        def sleep():
+            try:
+                conn.execute("select pg_sleep(30)")
+                outcome["error"] = None
+            except psycopg.Error as e:
+                outcome["error"] = e.sqlstate
+
+        t = threading.Thread(target=sleep)
+        t.start()
+        time.sleep(0.5)
+        r = reload(gw, binaries, changed(gw, roles__tester__unscoped_row_limit=10))
+        assert r.returncode == 0, r.stderr
+        started = time.monotonic()
+        conn.cancel()  # a CancelRequest on a new connection, accepted by the new configuration's front
+        t.join(timeout=20)
+        assert outcome.get("error") == "57014" and time.monotonic() - started < 10, outcome
+        assert conn.execute("select 1").fetchone() == (1,)
