@@ -257,7 +257,7 @@ def test_config_errors_for_certificate_settings(tmp_path, binaries, stack):
         "listen: {postgres: {port: 1}}\n"
         "audit: {enabled: false}\n"
         "tls: {client_crl_file: /nonexistent/crl.pem, client_cert_name: fingerprint}\n"
-        f"upstreams: {{clinic: {{host: 127.0.0.1, user: x}}}}\n"
+        "upstreams: {clinic: {host: 127.0.0.1, user: x}}\n"
         "roles: {r: {upstreams: [clinic]}}\n"
         "identities:\n"
         "  a: {auth: cert, role: r}\n"

@@ -20,8 +20,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from harness import (AGENT, AGENT_PASSWORD, REPO, clean_env, run_ctl, scram_verifier, stop_and_check,
-                     to_yaml)
+from harness import (AGENT, AGENT_PASSWORD, clean_env, run_ctl, scram_verifier, stop_and_check, to_yaml,
+                     write_secret)
 
 NEW_AGENT = "agent_added"
 NEW_PASSWORD = "added-" + os.urandom(8).hex()
@@ -255,3 +255,30 @@ def test_cancel_reaches_a_session_of_the_previous_configuration(start_gateway, b
         t.join(timeout=20)
         assert outcome.get("error") == "57014" and time.monotonic() - started < 10, outcome
         assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_rotated_upstream_password_file_reaches_new_sessions(start_gateway, binaries, stack, tmp_path):
+    role = f"it_reload_{os.getpid()}_{os.urandom(3).hex()}"
+    first, second = "first-" + os.urandom(10).hex(), "second-" + os.urandom(10).hex()
+    stack.admin_sql(f"create role {role} login password '{first}' in role phigate_app")
+    try:
+        secret = write_secret(tmp_path / "secrets" / "upstream", first)
+        gw = start_gateway({"upstreams": {"clinic": {"user": role, "password_file": str(secret)}}},
+                           name="reload_upstream_secret")
+        with psycopg.connect(**gw.connect_kwargs("clinic"), autocommit=True) as open_session:
+            assert open_session.execute("select current_user").fetchone() == (role,)
+            stack.admin_sql(f"alter role {role} password '{second}'")
+            with pytest.raises(psycopg.OperationalError):
+                psycopg.connect(**gw.connect_kwargs("clinic"))  # phigate still holds the old password
+            write_secret(secret, second)
+            r = reload(gw, binaries)
+            assert r.returncode == 0, r.stdout + r.stderr
+            with psycopg.connect(**gw.connect_kwargs("clinic")) as c:
+                assert c.execute("select current_user").fetchone() == (role,)
+            assert open_session.execute("select count(*) from wards").fetchone() == (10,)
+        status = Path(gw.config["phigate"]["pid_file"] + ".reload").read_text()
+        stop_and_check(gw)
+        for text in (gw.log(), gw.audit_text(), gw.stderr(), status, r.stdout, r.stderr):
+            assert first not in text and second not in text
+    finally:
+        stack.admin_sql(f"drop role if exists {role}")
