@@ -101,6 +101,21 @@ bool tls_server_end_point(SSL *ssl, scram_channel_binding *out)
     return true;
 }
 
+bool tls_front_ctx(const config *cfg, SSL_CTX **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!cfg->tls_cert_file)
+        return true;
+    SSL_CTX *ctx = tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, errlen);
+    if (ctx && cfg->tls_client_ca_file &&
+        !tls_server_request_client_certs(ctx, cfg->tls_client_ca_file, cfg->tls_client_crl_file, err, errlen)) {
+        SSL_CTX_free(ctx);
+        ctx = NULL;
+    }
+    *out = ctx;
+    return ctx != NULL;
+}
+
 /* Every chain is accepted during the handshake; the result is read afterwards
  * (SSL_get_verify_result) so the login can say why a certificate is refused
  * in protocol form instead of a bare TLS alert. */

@@ -12,6 +12,11 @@
 #include "gate/scram.h"
 
 SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen);
+struct config;
+/* The TLS context a front offers clients, from the tls: section: *out stays
+ * NULL when no certificate is configured; with tls.client_ca_file clients are
+ * asked for certificates.  false with err when a file does not load. */
+bool tls_front_ctx(const struct config *cfg, SSL_CTX **out, char *err, size_t errlen);
 /* Ask clients for a certificate checked against ca_file (and crl_file when
  * given, X509_V_FLAG_CRL_CHECK).  The handshake goes on whatever the client
  * sends, so the login can refuse it with a clear error (tls_client_cert_check). */

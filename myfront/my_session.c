@@ -503,7 +503,7 @@ my_server *my_server_prepare(struct event_base *base, const config *cfg, struct 
     }
     /* Connection ids start at a random point so they say nothing about load. */
     srv->next_connection_id &= 0x3fffffff;
-    if (cfg->tls_cert_file && !(srv->tls_ctx = tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, errlen))) {
+    if (!tls_front_ctx(cfg, &srv->tls_ctx, err, errlen)) {
         my_server_free(srv);
         return NULL;
     }

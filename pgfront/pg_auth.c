@@ -120,21 +120,7 @@ static bool startup_params_ok(pg_session *s)
 
 static void auth_succeeded(pg_session *s);
 
-/* An identity with auth: cert or cert+scram: its certificate must be valid and
- * name it.  The refusal names the reason (revoked, expired, untrusted, not
- * mapped); the certificate is public, so this tells nothing secret. */
-static bool client_cert_ok(pg_session *s, const config *cfg)
-{
-    char why[200], msg[320];
-    if (tls_client_cert_check(s->client_tls ? conn_ssl(s->client) : NULL, cfg->tls_client_cert_name,
-                              s->identity->cert_name, why, sizeof why))
-        return true;
-    pg_session_log(s, LOG_LEVEL_INFO, "authentication failed: %s", why);
-    pg_audit_auth_failure(s, why);
-    snprintf(msg, sizeof msg, "certificate authentication failed for user \"%.64s\": %s", s->user, why);
-    pg_session_fail(s, "28000", msg, "connect over TLS with sslcert/sslkey of a certificate issued for this identity");
-    return false;
-}
+static void fail_auth(pg_session *s, const char *why);
 
 static void begin_sasl(pg_session *s)
 {
@@ -146,15 +132,21 @@ static void begin_sasl(pg_session *s)
     }
     s->identity = config_find_identity(cfg, s->user);
     if (s->identity && config_identity_needs_cert(s->identity)) {
+        /* auth: cert or cert+scram: the certificate must be valid and name the identity. */
+        char why[200];
         s->scram_method = "cert";
-        if (!client_cert_ok(s, cfg))
+        if (!tls_client_cert_check(s->client_tls ? conn_ssl(s->client) : NULL, cfg->tls_client_cert_name,
+                                   s->identity->cert_name, why, sizeof why)) {
+            fail_auth(s, why);
             return;
+        }
         if (!config_identity_needs_scram(s->identity)) {
             pg_session_log(s, LOG_LEVEL_INFO, "authenticated with a client certificate");
             pg_put_auth(conn_output(s->client), 0, NULL, 0);
             auth_succeeded(s);
             return;
         }
+        s->scram_method = NULL; /* SCRAM follows: a failure now is a password failure */
     }
     if (s->identity)
         s->scram.verifier = s->identity->verifier;
@@ -246,9 +238,17 @@ static void read_startup(pg_session *s)
 
 static void fail_auth(pg_session *s, const char *why)
 {
-    char msg[160];
+    char msg[320];
     pg_session_log(s, LOG_LEVEL_INFO, "authentication failed: %s", why);
     pg_audit_auth_failure(s, why);
+    if (s->scram_method && strcmp(s->scram_method, "cert") == 0) {
+        /* The certificate is public: the refusal names what is wrong with it
+         * (revoked, expired, untrusted, not mapped).  A password failure never says why. */
+        snprintf(msg, sizeof msg, "certificate authentication failed for user \"%.64s\": %s", s->user, why);
+        pg_session_fail(s, "28000", msg,
+                        "connect over TLS with sslcert/sslkey of a certificate issued for this identity");
+        return;
+    }
     snprintf(msg, sizeof msg, "password authentication failed for user \"%.64s\"", s->user);
     pg_session_fail(s, "28P01", msg, NULL);
 }
@@ -297,7 +297,7 @@ static void handle_sasl_final(pg_session *s, const uint8_t *body, size_t len)
     struct evbuffer *o = conn_output(s->client);
     pg_put_auth(o, 12, out, strlen(out));
     pg_put_auth(o, 0, NULL, 0);
-    bool with_cert = s->scram_method && strcmp(s->scram_method, "cert") == 0;
+    bool with_cert = config_identity_needs_cert(s->identity);
     pg_session_log(s, LOG_LEVEL_INFO, "authenticated with %sSCRAM-SHA-256%s%s",
                    with_cert ? "a client certificate and " : "", s->scram.use_plus ? "-PLUS" : "",
                    s->client_tls ? " over TLS" : "");

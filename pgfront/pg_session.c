@@ -437,12 +437,7 @@ pg_server *pg_server_prepare(struct event_base *base, const config *cfg, struct 
         pg_server_free(srv);
         return NULL;
     }
-    if (cfg->tls_cert_file && !(srv->tls_ctx = tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, errlen))) {
-        pg_server_free(srv);
-        return NULL;
-    }
-    if (cfg->tls_client_ca_file && !tls_server_request_client_certs(srv->tls_ctx, cfg->tls_client_ca_file,
-                                                                    cfg->tls_client_crl_file, err, errlen)) {
+    if (!tls_front_ctx(cfg, &srv->tls_ctx, err, errlen)) {
         pg_server_free(srv);
         return NULL;
     }
