@@ -332,6 +332,7 @@ static int run(const char *path)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN); /* a reload asked for before the loop runs must not kill us */
     if (!runtime_start(&rt)) {
         runtime_stop(&rt);
         return 1;

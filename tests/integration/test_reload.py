@@ -214,8 +214,11 @@ def test_reloads_under_pgbench_load_fail_nothing(start_gateway, binaries, stack)
         t.start()
     reloads = []
     time.sleep(1)
+    took = []
     for limit in (40, 50, 60, 70, 80):
+        started = time.monotonic()
         reloads.append(reload(gw, binaries, changed(gw, roles__tester__unscoped_row_limit=limit)))
+        took.append(time.monotonic() - started)
         time.sleep(1)
     for t in runs:
         t.join()
@@ -229,6 +232,7 @@ def test_reloads_under_pgbench_load_fail_nothing(start_gateway, binaries, stack)
         assert failed == 0, f"{name}: {report}"
         assert processed > 50, f"{name}: {report}"
     assert "generation 6" in reloads[-1].stdout
+    print("phigatectl reload round trips (s):", " ".join(f"{t:.3f}" for t in took))
     for name, out in results.items():
         print(name, re.findall(r"(number of (?:failed )?transactions[^\n]*|tps = [^\n]*)", out.stdout))
 
