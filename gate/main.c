@@ -107,6 +107,11 @@ typedef struct runtime {
     uint64_t reload_attempts; /* SIGHUPs so far (the status file's attempt number) */
 } runtime;
 
+static size_t sessions_of(const pg_server *pg, const my_server *my)
+{
+    return (pg ? pg_server_session_count(pg) : 0) + (my ? my_server_session_count(my) : 0);
+}
+
 static void free_config(runtime *rt, config *cfg)
 {
     if (cfg != rt->boot_cfg)
@@ -206,7 +211,7 @@ static void on_drain_timer(evutil_socket_t fd, short what, void *arg)
     runtime *rt = arg;
     for (draining **p = &rt->older; *p;) {
         draining *d = *p;
-        if (pg_server_session_count(d->pg) + (d->my ? my_server_session_count(d->my) : 0) > 0) {
+        if (sessions_of(d->pg, d->my) > 0) {
             p = &d->next;
             continue;
         }
@@ -271,7 +276,7 @@ static void reload_commit(runtime *rt, config *cfg, pg_server *pg, my_server *my
     char sha[65];
     if (!reload_config_digest(cfg, sha))
         snprintf(sha, sizeof sha, "unavailable");
-    size_t open = pg_server_session_count(d->pg) + (d->my ? my_server_session_count(d->my) : 0);
+    size_t open = sessions_of(d->pg, d->my);
     log_info("configuration reloaded: generation %llu (sha256 %s) serves new sessions; %zu open sessions keep "
              "the previous one", (unsigned long long)rt->generation, sha, open);
     audit_reload_info info = {true, rt->config_path, rt->generation, sha, 0, NULL};
@@ -344,9 +349,9 @@ static int run(const char *path)
     event_add(sigterm, NULL), event_add(sigint, NULL), event_add(sighup, NULL);
     log_info("phigate %s started (pid %ld)", PHIGATE_VERSION, (long)getpid());
     event_base_dispatch(rt.base);
-    size_t open = pg_server_session_count(rt.pg) + (rt.my ? my_server_session_count(rt.my) : 0);
+    size_t open = sessions_of(rt.pg, rt.my);
     for (draining *d = rt.older; d; d = d->next)
-        open += pg_server_session_count(d->pg) + (d->my ? my_server_session_count(d->my) : 0);
+        open += sessions_of(d->pg, d->my);
     log_info("phigate stopped with %zu sessions open", open);
     event_free(sigterm), event_free(sigint), event_free(sighup);
     runtime_stop(&rt);

@@ -15,6 +15,11 @@
  *
  * An unknown identity runs the same exchange against a mock verifier and fails
  * at the proof, so timing and messages do not tell whether a name exists.
+ *
+ * An identity with auth: cert skips SASL: its TLS client certificate (checked
+ * against tls.client_ca_file and the CRL, and naming the identity) is the
+ * credential and AuthenticationOk follows the StartupMessage; auth: cert+scram
+ * checks the certificate first, then runs SCRAM as above.
  */
 #include <event2/buffer.h>
 #include <openssl/ssl.h>
@@ -119,7 +124,6 @@ static bool startup_params_ok(pg_session *s)
 }
 
 static void auth_succeeded(pg_session *s);
-
 static void fail_auth(pg_session *s, const char *why);
 
 static void begin_sasl(pg_session *s)
