@@ -13,6 +13,7 @@ typedef struct slot {
 
 struct identity_limits {
     int refs;
+    size_t clients; /* client sockets open, authenticated or not */
     size_t n;
     slot *slots;
 };
@@ -62,6 +63,20 @@ size_t limits_slot(identity_limits *l, const char *identity)
     l->slots = grown;
     l->slots[l->n] = (slot){.name = strdup(identity), .tokens = -1};
     return l->n++;
+}
+
+bool limits_acquire_client(identity_limits *l, int max)
+{
+    if (max > 0 && l->clients >= (size_t)max)
+        return false;
+    l->clients++;
+    return true;
+}
+
+void limits_release_client(identity_limits *l)
+{
+    if (l->clients > 0)
+        l->clients--;
 }
 
 bool limits_acquire_connection(identity_limits *l, size_t i, int max)

@@ -22,6 +22,12 @@ void limits_free(identity_limits *l);
  * survive a reload that reorders or adds identities. */
 size_t limits_slot(identity_limits *l, const char *identity);
 
+/* Client sockets of a front, whatever their identity (limits.max_clients):
+ * counted here so that sessions of a configuration that is draining after a
+ * reload still count.  false when max are open. */
+bool limits_acquire_client(identity_limits *l, int max);
+void limits_release_client(identity_limits *l);
+
 /* max 0 = unlimited.  false when the identity already has max connections. */
 bool limits_acquire_connection(identity_limits *l, size_t identity, int max);
 void limits_release_connection(identity_limits *l, size_t identity);

@@ -210,6 +210,7 @@ static void session_free(my_session *s)
     conn_free(s->client);
     conn_free(s->upstream);
     s->server->nsessions--;
+    limits_release_client(s->server->limits);
     OPENSSL_cleanse(s->scramble, sizeof s->scramble);
     free(s);
 }
@@ -421,7 +422,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
     (void)l, (void)salen;
     my_server *srv = arg;
-    if (srv->nsessions >= (size_t)srv->cfg->max_clients) {
+    if (!limits_acquire_client(srv->limits, srv->cfg->max_clients)) {
         /* MySQL clients read an ERR in place of the greeting (seq 0). */
         static const char msg[] = "phigate: too many client connections";
         log_warn("%s (max_clients=%d)", msg, srv->cfg->max_clients);

@@ -144,6 +144,7 @@ static void session_free(pg_session *s)
         evbuffer_free(s->param_status);
     free(s->startup_copy);
     s->server->nsessions--;
+    limits_release_client(s->server->limits);
     OPENSSL_cleanse(&s->scram, sizeof s->scram);
     free(s);
 }
@@ -361,7 +362,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
     (void)l, (void)salen;
     pg_server *srv = arg;
-    if (srv->nsessions >= (size_t)srv->cfg->max_clients) {
+    if (!limits_acquire_client(srv->limits, srv->cfg->max_clients)) {
         /* Too many clients: say so in protocol form, then close. */
         static const char msg[] = "phigate: too many client connections";
         log_warn("%s (max_clients=%d)", msg, srv->cfg->max_clients);

@@ -286,3 +286,26 @@ def test_rotated_upstream_password_file_reaches_new_sessions(start_gateway, bina
             assert first not in text and second not in text
     finally:
         stack.admin_sql(f"drop role if exists {role}")
+
+
+def test_max_clients_counts_sessions_of_the_previous_configuration(start_gateway, binaries):
+    gw = start_gateway({"limits": {"max_clients": 2}}, name="reload_max_clients")
+    first = [psycopg.connect(**gw.connect_kwargs("clinic")) for _ in range(2)]
+    try:
+        r = reload(gw, binaries, changed(gw, roles__tester__unscoped_row_limit=10))
+        assert r.returncode == 0, r.stderr
+        with pytest.raises(psycopg.OperationalError, match="too many client connections"):
+            psycopg.connect(**gw.connect_kwargs("clinic", sslmode="disable"))
+        first.pop().close()  # an old-configuration session ends: its place is free again
+
+        def connects():
+            try:
+                with psycopg.connect(**gw.connect_kwargs("clinic", sslmode="disable")) as c:
+                    return c.execute("select 1").fetchone() == (1,)
+            except psycopg.OperationalError as e:
+                assert "too many client connections" in str(e)
+                return False
+        wait_for(connects)
+    finally:
+        for c in first:
+            c.close()

@@ -41,6 +41,10 @@ int main(void)
     limits_free(byname); /* the old owner goes away */
     CHECK(!limits_acquire_connection(shared, limits_slot(shared, "agent_a"), 1), "the count survives the owner");
     CHECK(limits_acquire_connection(shared, limits_slot(shared, "agent_c"), 1), "a name added later");
+    CHECK(limits_acquire_client(shared, 2) && limits_acquire_client(shared, 2), "two clients at max 2");
+    CHECK(!limits_acquire_client(shared, 2), "a third refused");
+    limits_release_client(shared);
+    CHECK(limits_acquire_client(shared, 2) && limits_acquire_client(shared, 0), "freed by release; 0 = unlimited");
     limits_free(shared);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
