@@ -282,7 +282,8 @@ static void reload_commit(runtime *rt, config *cfg, pg_server *pg, my_server *my
     audit_reload_info info = {true, rt->config_path, rt->generation, sha, 0, NULL};
     record_reload(rt, &info, NULL);
     struct timeval second = {1, 0};
-    event_add(rt->drain_timer, &second);
+    if (!event_pending(rt->drain_timer, EV_TIMEOUT, NULL)) /* re-adding would postpone it under a reload storm */
+        event_add(rt->drain_timer, &second);
 }
 
 /* Build the complete new runtime (config, secrets, TLS, engines) off to the
