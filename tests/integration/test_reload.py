@@ -332,4 +332,8 @@ def test_many_reloads_free_every_old_configuration(start_gateway, binaries, asse
     assert_serves(gw)
     growth = gw.rss_kb() - rss_before
     print(f"RSS after 20 reloads {rss_before} kB, after 60 more {rss_before + growth} kB")
-    assert growth < 48 * 1024, f"RSS grew {growth} kB over 60 reloads"
+    if "libasan" in Path(f"/proc/{gw.pid}/maps").read_text():
+        # ASan keeps freed memory in quarantine: RSS says nothing; its leak check runs at stop.
+        stop_and_check(gw)
+    else:
+        assert growth < 48 * 1024, f"RSS grew {growth} kB over 60 reloads"
