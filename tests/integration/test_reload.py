@@ -337,3 +337,13 @@ def test_many_reloads_free_every_old_configuration(start_gateway, binaries, asse
         stop_and_check(gw)
     else:
         assert growth < 48 * 1024, f"RSS grew {growth} kB over 60 reloads"
+
+
+def test_identity_connection_limit_counts_across_a_reload(start_gateway, binaries):
+    gw = start_gateway({"identities": {AGENT: {"max_connections": 1}}}, name="reload_identity_limit")
+    with psycopg.connect(**gw.connect_kwargs("clinic")) as first:
+        r = reload(gw, binaries, changed(gw, roles__tester__unscoped_row_limit=10))
+        assert r.returncode == 0, r.stderr
+        with pytest.raises(psycopg.OperationalError, match="too many connections for identity"):
+            psycopg.connect(**gw.connect_kwargs("clinic"))
+        assert first.execute("select 1").fetchone() == (1,)
