@@ -20,6 +20,7 @@
 #include "gate/config.h"
 #include "gate/log.h"
 #include "gate/reload.h"
+#include "gate/tls.h"
 #include "myfront/my_front.h"
 #include "pgfront/pg_front.h"
 
@@ -47,10 +48,25 @@ static int check_config(const char *path)
         fprintf(stderr, "%s: configuration is NOT valid\n", path);
         return 1;
     }
-    printf("%s: configuration is valid (%zu upstreams, %zu roles, %zu identities)\n", path, cfg->nupstreams,
-           cfg->nroles, cfg->nidentities);
+    /* What a start or a reload would load next: the masking rules and the TLS files. */
+    char err[512];
+    SSL_CTX *tls = NULL;
+    bool rules_ok = reload_check_rules(cfg, err, sizeof err);
+    if (!rules_ok)
+        fprintf(stderr, "%s: masking rules: %s\n", path, err);
+    bool tls_ok = tls_front_ctx(cfg, &tls, err, sizeof err);
+    if (!tls_ok)
+        fprintf(stderr, "%s: tls: %s\n", path, err);
+    bool ok = rules_ok && tls_ok;
+    if (tls)
+        SSL_CTX_free(tls);
+    if (ok)
+        printf("%s: configuration is valid (%zu upstreams, %zu roles, %zu identities)\n", path, cfg->nupstreams,
+               cfg->nroles, cfg->nidentities);
+    else
+        fprintf(stderr, "%s: configuration is NOT valid\n", path);
     config_free(cfg);
-    return 0;
+    return ok ? 0 : 1;
 }
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)

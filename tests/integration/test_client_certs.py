@@ -14,7 +14,7 @@ import time
 import psycopg
 import pytest
 
-from harness import AGENT_PASSWORD, gateway_env, run_ctl, run_psql, stop_and_check
+from harness import AGENT_PASSWORD, REPO, gateway_env, run_ctl, run_psql, stop_and_check
 from pgwire import RawClient, parse_error_fields, startup_packet
 from pki import BOTH_AGENT, CERT_AGENT, SPIFFE, Pki
 
@@ -201,3 +201,26 @@ def test_revocation_takes_effect_on_reload(start_gateway, pki, verifiers, stack,
         assert psql_cert(stack, gw, "good", "select 1", pki=pki).returncode == 2
         assert psql_cert(stack, gw, "both", "select 1", user=BOTH_AGENT, password=AGENT_PASSWORD,
                          pki=pki).returncode == 0
+
+
+def test_check_config_loads_the_client_ca_and_crl(tmp_path, binaries, pki, tls_pair):
+    """--check-config loads the TLS files as a start or reload would: a CRL that does not parse is named."""
+    bad_crl = tmp_path / "bad.crl"
+    bad_crl.write_text("-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n")
+    cfg = tmp_path / "phigate.yaml"
+    cfg.write_text(
+        "audit: {enabled: false}\n"
+        f"phigate: {{masking_rules: {REPO / 'masking-rules'}}}\n"
+        f"tls: {{cert_file: {tls_pair.cert}, key_file: {tls_pair.key}, client_ca_file: {pki.ca_file}, "
+        f"client_crl_file: {bad_crl}}}\n"
+        "upstreams: {clinic: {host: 127.0.0.1, user: x}}\n"
+        "roles: {r: {upstreams: [clinic]}}\n"
+        "identities: {a: {auth: cert, role: r}}\n")
+    out = subprocess.run([str(binaries.phigate), "--check-config", str(cfg)], capture_output=True, text=True,
+                         env=gateway_env(), timeout=30)
+    assert out.returncode == 1, out.stdout
+    assert f"tls: cannot load client CRL file {bad_crl}" in out.stderr, out.stderr
+    cfg.write_text(cfg.read_text().replace(str(bad_crl), str(pki.crl_file)))
+    out = subprocess.run([str(binaries.phigate), "--check-config", str(cfg)], capture_output=True, text=True,
+                         env=gateway_env(), timeout=30)
+    assert out.returncode == 0 and "configuration is valid" in out.stdout, out.stderr
