@@ -191,12 +191,22 @@ typedef struct {
     const char *fingerprint; /* statement fingerprint the approval is bound to */
 } audit_approval_info;
 
+/* A configuration reload (SIGHUP or phigatectl reload), applied or refused. */
+typedef struct {
+    bool ok;
+    const char *path;          /* the configuration file */
+    uint64_t generation;       /* the configuration now serving new sessions (1 = the one phigate started with) */
+    const char *config_sha256; /* hex digest of the new file and its masking rules; NULL when refused early */
+    uint64_t errors;           /* refused: how many errors */
+    const char *detail;        /* refused: the first error (file:line: text; never a secret) */
+} audit_reload_info;
+
 audit_rec *audit_rec_connect(const audit_connect_info *c);
 audit_rec *audit_rec_auth_failure(const audit_auth_failure_info *a);
 audit_rec *audit_rec_statement(const audit_statement_info *s);
 audit_rec *audit_rec_result(const audit_result_info *r);
 audit_rec *audit_rec_approval(const audit_approval_info *a);
-audit_rec *audit_rec_config_reload(bool ok, const char *path, const char *detail);
+audit_rec *audit_rec_config_reload(const audit_reload_info *i);
 audit_rec *audit_rec_disconnect(const char *session, const char *reason, uint64_t statements,
                                 uint64_t duration_us);
 

@@ -253,13 +253,17 @@ audit_rec *audit_rec_approval(const audit_approval_info *a)
     return r;
 }
 
-audit_rec *audit_rec_config_reload(bool ok, const char *path, const char *detail)
+audit_rec *audit_rec_config_reload(const audit_reload_info *i)
 {
-    /* No session: a reload changes the rules for every session at once. */
+    /* No session: a reload changes the rules for every new session at once. */
     audit_rec *r = audit_rec_new("config_reload", NULL);
-    audit_rec_bool(r, "ok", ok);
-    opt_str(r, "path", path);
-    opt_str(r, "detail", detail);
+    audit_rec_bool(r, "ok", i->ok);
+    opt_str(r, "path", i->path);
+    audit_rec_uint(r, "generation", i->generation);
+    opt_str(r, "config_sha256", i->config_sha256);
+    if (!i->ok)
+        audit_rec_uint(r, "errors", i->errors);
+    opt_str(r, "detail", i->detail);
     return r;
 }
 

@@ -60,6 +60,8 @@ typedef struct field_spec {
 
 static const char *const tls_mode_names[] = {"disable", "prefer", "require", "verify-ca", "verify-full", NULL};
 static const char *const protocol_names[] = {"postgres", "mysql", NULL};
+static const char *const identity_auth_names[] = {"scram", "cert", "cert+scram", NULL};
+static const char *const cert_name_names[] = {"cn", "dns", "uri", "email", NULL};
 
 static const field_spec daemon_fields[] = {
     FIELD(config, "log_level", F_LOGLEVEL, log_level, "info", false, 0, 0, NULL),
@@ -83,6 +85,9 @@ static const field_spec tls_fields[] = {
     FIELD(config, "cert_file", F_STRING, tls_cert_file, NULL, false, 0, 0, NULL),
     FIELD(config, "key_file", F_STRING, tls_key_file, NULL, false, 0, 0, NULL),
     FIELD(config, "require", F_BOOL, tls_required, "false", false, 0, 0, NULL),
+    FIELD(config, "client_ca_file", F_STRING, tls_client_ca_file, NULL, false, 0, 0, NULL),
+    FIELD(config, "client_crl_file", F_STRING, tls_client_crl_file, NULL, false, 0, 0, NULL),
+    FIELD(config, "client_cert_name", F_ENUM, tls_client_cert_name, "cn", false, 0, 0, cert_name_names),
 };
 
 static const field_spec limit_fields[] = {
@@ -147,6 +152,8 @@ static const field_spec upstream_fields[] = {
 };
 
 static const field_spec identity_fields[] = {
+    FIELD(cfg_identity, "auth", F_ENUM, auth, "scram", false, 0, 0, identity_auth_names),
+    FIELD(cfg_identity, "cert_name", F_STRING, cert_name, NULL, false, 0, 0, NULL),
     FIELD(cfg_identity, "scram", F_STRING, secret, NULL, false, 0, 0, NULL),
     FIELD(cfg_identity, "oidc_issuer", F_STRING, oidc_issuer_name, NULL, false, 0, 0, NULL),
     FIELD(cfg_identity, "role", F_STRING, role_name, NULL, false, 0, 0, NULL),
@@ -554,11 +561,23 @@ static void load_identity(cfg_ctx *c, cfg_identity *id, const char *name, const 
     snprintf(section, sizeof section, "identities.%s", name);
     apply_defaults(c, identity_fields, NFIELDS(identity_fields), id);
     apply_mapping(c, map, identity_fields, NFIELDS(identity_fields), id, section);
-    if ((id->secret != NULL) == (id->oidc_issuer_name != NULL))
-        cfg_error(c->err, map, "%s: give exactly one of scram (a SCRAM verifier) or oidc_issuer (token login)",
-                  section);
-    if (id->oidc_issuer_name && id->mysql_native)
-        cfg_error(c->err, map, "%s: mysql_native is a password verifier; a token identity has none", section);
+    if (id->oidc_issuer_name) {
+        if (id->secret)
+            cfg_error(c->err, map, "%s: give exactly one of scram (a SCRAM verifier) or oidc_issuer (token login)",
+                      section);
+        if (config_identity_needs_cert(id))
+            cfg_error(c->err, map, "%s: oidc_issuer (token login) and auth: cert are exclusive", section);
+        if (id->mysql_native)
+            cfg_error(c->err, map, "%s: mysql_native is a password verifier; a token identity has none", section);
+    } else if (config_identity_needs_scram(id) && !id->secret) {
+        cfg_error(c->err, map,
+                  "%s: missing required setting \"scram\" (or log in with a certificate: auth: cert, or a token: "
+                  "oidc_issuer)", section);
+    } else if (!config_identity_needs_scram(id) && id->secret) {
+        cfg_error(c->err, map, "%s: auth: cert takes no scram verifier (use auth: cert+scram for both)", section);
+    }
+    if (!id->cert_name)
+        id->cert_name = strdup(name);
     if (id->secret && !scram_verifier_parse(id->secret, &id->verifier))
         cfg_error(c->err, map,
                   "%s.scram is not a SCRAM-SHA-256 verifier (make one with `phigatectl scram-verifier`)", section);
@@ -746,6 +765,21 @@ static void check_oidc_references(cfg_ctx *c, config *cfg, const yaml_node_t *ro
     }
 }
 
+/* Certificate logins need a CA to check against, and TLS to carry the certificate. */
+static void check_client_cert_settings(cfg_ctx *c, config *cfg, const yaml_node_t *root)
+{
+    const yaml_node_t *tls = map_get(c, root, "tls");
+    if (cfg->tls_client_ca_file && !cfg->tls_cert_file)
+        cfg_error(c->err, tls, "tls.client_ca_file needs cert_file/key_file (certificates travel over TLS)");
+    if (cfg->tls_client_crl_file && !cfg->tls_client_ca_file)
+        cfg_error(c->err, tls, "tls.client_crl_file needs tls.client_ca_file");
+    for (size_t i = 0; i < cfg->nidentities; i++)
+        if (config_identity_needs_cert(&cfg->identities[i]) && !cfg->tls_client_ca_file)
+            cfg_error(c->err, map_get(c, root, "identities"),
+                      "identities.%s logs in with a certificate but tls.client_ca_file is not set",
+                      cfg->identities[i].name);
+}
+
 static void check_references(cfg_ctx *c, config *cfg, const yaml_node_t *root)
 {
     check_oidc_references(c, cfg, root);
@@ -767,6 +801,7 @@ static void check_references(cfg_ctx *c, config *cfg, const yaml_node_t *root)
         cfg_error(c->err, map_get(c, root, "tls"), "tls: cert_file and key_file go together");
     if (cfg->tls_required && !cfg->tls_cert_file)
         cfg_error(c->err, map_get(c, root, "tls"), "tls.require is true but no cert_file/key_file is given");
+    check_client_cert_settings(c, cfg, root);
     if (cfg->nupstreams == 0)
         cfg_error(c->err, root, "no upstreams configured");
     for (size_t i = 0; i < cfg->nupstreams; i++)
@@ -907,7 +942,7 @@ void config_free(config *cfg)
         free_list(r->policy.function_deny);
     }
     for (size_t i = 0; i < cfg->nidentities; i++) {
-        free(cfg->identities[i].name), free(cfg->identities[i].role_name);
+        free(cfg->identities[i].name), free(cfg->identities[i].role_name), free(cfg->identities[i].cert_name);
         free(cfg->identities[i].secret), free(cfg->identities[i].oidc_issuer_name);
         free(cfg->identities[i].mysql_native);
         explicit_bzero(cfg->identities[i].mysql_native_hash, sizeof cfg->identities[i].mysql_native_hash);
@@ -928,6 +963,7 @@ void config_free(config *cfg)
     free(cfg->upstreams), free(cfg->roles), free(cfg->identities);
     free(cfg->path), free(cfg->log_file), free(cfg->pid_file), free(cfg->masking_rules_dir);
     free(cfg->pg_address), free(cfg->my_address), free(cfg->tls_cert_file), free(cfg->tls_key_file);
+    free(cfg->tls_client_ca_file), free(cfg->tls_client_crl_file);
     free(cfg->audit_dir), free(cfg->audit_key_file);
     free(cfg);
 }
@@ -988,4 +1024,14 @@ bool config_role_allows_upstream(const cfg_role *role, const char *upstream)
         if (strcmp(*u, upstream) == 0)
             return true;
     return false;
+}
+
+bool config_identity_needs_cert(const cfg_identity *id)
+{
+    return id->auth == IDENTITY_AUTH_CERT || id->auth == IDENTITY_AUTH_CERT_SCRAM;
+}
+
+bool config_identity_needs_scram(const cfg_identity *id)
+{
+    return id->auth == IDENTITY_AUTH_SCRAM || id->auth == IDENTITY_AUTH_CERT_SCRAM;
 }

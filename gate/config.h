@@ -66,9 +66,26 @@ typedef struct cfg_oidc_issuer {
     int64_t max_jwks_bytes;
 } cfg_oidc_issuer;
 
+/* How an identity logs in (identities.<name>.auth). */
+typedef enum {
+    IDENTITY_AUTH_SCRAM = 0,  /* SCRAM-SHA-256 with its verifier (the default) */
+    IDENTITY_AUTH_CERT,       /* a TLS client certificate that names it, no password */
+    IDENTITY_AUTH_CERT_SCRAM, /* both: the certificate, then SCRAM */
+} identity_auth;
+
+/* Which name in a client certificate maps it to an identity (tls.client_cert_name). */
+typedef enum {
+    CERT_NAME_CN = 0, /* the subject's commonName */
+    CERT_NAME_DNS,    /* a subjectAltName dNSName */
+    CERT_NAME_URI,    /* a subjectAltName URI (e.g. spiffe://...) */
+    CERT_NAME_EMAIL,  /* a subjectAltName rfc822Name */
+} cert_name_kind;
+
 typedef struct cfg_identity {
     char *name;
-    char *secret; /* SCRAM verifier text; NULL when the identity logs in with a token */
+    int auth;        /* identity_auth */
+    char *cert_name; /* the certificate name that maps to it (default: the identity's name) */
+    char *secret;    /* SCRAM verifier text; NULL when the identity logs in with a token or certificate only */
     char *oidc_issuer_name;
     const cfg_oidc_issuer *oidc; /* set: logs in with a JWT from this issuer, over TLS only */
     scram_verifier verifier;
@@ -115,6 +132,10 @@ typedef struct config {
     char *tls_cert_file;
     char *tls_key_file;
     bool tls_required;
+    /* client certificates (auth: cert identities) */
+    char *tls_client_ca_file;
+    char *tls_client_crl_file;
+    int tls_client_cert_name; /* cert_name_kind */
     /* limits */
     int64_t max_message_bytes;
     int64_t max_startup_bytes;
@@ -176,6 +197,9 @@ const cfg_role *config_find_role(const config *cfg, const char *name);
 /* May an identity of issuer iss be bound to role (named by its token)? */
 bool config_issuer_allows_role(const cfg_oidc_issuer *iss, const char *role);
 bool config_role_allows_upstream(const cfg_role *role, const char *upstream);
+/* What an identity's login needs (identities.<name>.auth). */
+bool config_identity_needs_cert(const cfg_identity *id);
+bool config_identity_needs_scram(const cfg_identity *id);
 
 /* Read a secret from a file that only its owner may read; false with err on failure. */
 bool config_read_secret_file(const char *path, char **out, char *err, size_t errlen);

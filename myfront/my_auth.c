@@ -35,6 +35,7 @@
 #include "gate/conn.h"
 #include "gate/log.h"
 #include "gate/oidc.h"
+#include "gate/tls.h"
 #include "myfront/my_audit.h"
 #include "myfront/my_session.h"
 
@@ -117,11 +118,16 @@ void my_auth_greet(my_session *s)
 
 static void fail_auth(my_session *s, const char *why)
 {
-    char msg[300];
+    char msg[400];
     my_session_log(s, LOG_LEVEL_INFO, "authentication failed: %s", why);
     my_audit_auth_failure(s, why);
-    snprintf(msg, sizeof msg, "Access denied for user '%.64s'@'%s' (using password: %s)", s->user, s->client_host,
-             s->password_given ? "YES" : "NO");
+    /* A refused certificate says why (it is public); a password failure never does. */
+    if (s->auth_method_name && strcmp(s->auth_method_name, "cert") == 0)
+        snprintf(msg, sizeof msg, "Access denied for user '%.64s'@'%s': certificate authentication failed: %s",
+                 s->user, s->client_host, why);
+    else
+        snprintf(msg, sizeof msg, "Access denied for user '%.64s'@'%s' (using password: %s)", s->user,
+                 s->client_host, s->password_given ? "YES" : "NO");
     my_session_fail(s, MY_ER_ACCESS_DENIED, "28000", msg);
 }
 
@@ -182,6 +188,8 @@ static void mock_native(my_session *s, uint8_t out[20])
 
 static void authenticated(my_session *s)
 {
+    if (config_identity_needs_cert(s->identity) && config_identity_needs_scram(s->identity))
+        s->auth_method_name = s->method == MY_AUTH_NATIVE ? "cert+" NATIVE_PLUGIN : "cert+" SHA2_PLUGIN;
     my_session_log(s, LOG_LEVEL_INFO, "authenticated with %s%s, role %s", s->auth_method_name,
                    s->client_tls ? " over TLS" : "", s->role->name);
     OPENSSL_cleanse(s->scramble, sizeof s->scramble);
@@ -391,6 +399,19 @@ static void begin_auth(my_session *s, const my_handshake_response *r)
         s->auth_method_name = "oidc";
         if (!token_login_possible(s))
             return;
+    } else if (s->identity && config_identity_needs_cert(s->identity)) {
+        char why[200];
+        s->auth_method_name = "cert";
+        if (!tls_client_cert_check(s->client_tls ? conn_ssl(s->client) : NULL, cfg->tls_client_cert_name,
+                                   s->identity->cert_name, why, sizeof why)) {
+            fail_auth(s, why);
+            return;
+        }
+        if (!config_identity_needs_scram(s->identity)) {
+            s->role = s->identity->role;
+            authenticated(s); /* the certificate is the credential: what the client sent as password is ignored */
+            return;
+        }
     }
     bool has_native = s->identity ? s->identity->has_mysql_native : true;
     const char *client_plugin = r->plugin ? r->plugin : (r->capabilities & MY_CAP(PLUGIN_AUTH)) ? "" : NATIVE_PLUGIN;

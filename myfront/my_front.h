@@ -22,6 +22,11 @@ my_server *my_server_new(struct event_base *base, const struct config *cfg, stru
 /* Close every session (their disconnect records are appended); then close the
  * audit log, then my_server_free, which frees them. */
 void my_server_shutdown(my_server *srv);
+/* Reload (as pg_server_prepare / pg_server_take_over): build without listening,
+ * then move the listener and the per-identity counts from prev to next. */
+my_server *my_server_prepare(struct event_base *base, const struct config *cfg, struct audit_log *audit, char *err,
+                             size_t errlen);
+void my_server_take_over(my_server *next, my_server *prev);
 void my_server_free(my_server *srv);
 /* Token (JWT) login for identities with an oidc_issuer (NULL: such logins are refused). */
 void my_server_set_oidc(my_server *srv, struct oidc *o);

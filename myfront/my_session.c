@@ -21,6 +21,7 @@
 
 #include "gate/conn.h"
 #include "gate/limits.h"
+#include "gate/listener.h"
 #include "gate/log.h"
 #include "gate/oidc.h"
 #include "gate/tls.h"
@@ -178,14 +179,10 @@ void my_session_set_ustate(my_session *s, myu_state st)
     s->ustate = st;
 }
 
-static size_t identity_index(const my_session *s)
-{
-    return (size_t)(s->identity - s->server->cfg->identities);
-}
-
 bool my_session_take_connection_slot(my_session *s)
 {
-    if (!limits_acquire_connection(s->server->limits, identity_index(s), s->identity->max_connections))
+    s->limit_slot = limits_slot(s->server->limits, s->identity->name);
+    if (!limits_acquire_connection(s->server->limits, s->limit_slot, s->identity->max_connections))
         return false;
     s->counted = true;
     return true;
@@ -193,14 +190,14 @@ bool my_session_take_connection_slot(my_session *s)
 
 bool my_session_take_statement_token(my_session *s)
 {
-    return limits_take_statement(s->server->limits, identity_index(s), s->identity->statements_per_second,
+    return limits_take_statement(s->server->limits, s->limit_slot, s->identity->statements_per_second,
                                  limits_now_ns());
 }
 
 static void session_free(my_session *s)
 {
     if (s->counted)
-        limits_release_connection(s->server->limits, identity_index(s));
+        limits_release_connection(s->server->limits, s->limit_slot);
     if (s->all_prev)
         s->all_prev->all_next = s->all_next;
     else
@@ -218,6 +215,7 @@ static void session_free(my_session *s)
     conn_free(s->client);
     conn_free(s->upstream);
     s->server->nsessions--;
+    limits_release_client(s->server->limits);
     OPENSSL_cleanse(s->scramble, sizeof s->scramble);
     free(s);
 }
@@ -429,7 +427,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
     (void)l, (void)salen;
     my_server *srv = arg;
-    if (srv->nsessions >= (size_t)srv->cfg->max_clients) {
+    if (!limits_acquire_client(srv->limits, srv->cfg->max_clients)) {
         /* MySQL clients read an ERR in place of the greeting (seq 0). */
         static const char msg[] = "phigate: too many client connections";
         log_warn("%s (max_clients=%d)", msg, srv->cfg->max_clients);
@@ -460,12 +458,6 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     /* The server speaks first in MySQL. */
     my_auth_greet(s);
     my_session_flush(s);
-}
-
-static void accept_error_cb(struct evconnlistener *l, void *arg)
-{
-    (void)l, (void)arg;
-    log_error("mysql accept failed: %s", strerror(errno));
 }
 
 static bool resolve_upstreams(my_server *srv, char *err, size_t errlen)
@@ -500,14 +492,15 @@ static bool resolve_upstreams(my_server *srv, char *err, size_t errlen)
     return true;
 }
 
-my_server *my_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
-                         size_t errlen)
+/* Everything but the listener (see pg_server_prepare). */
+my_server *my_server_prepare(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
+                             size_t errlen)
 {
     my_server *srv = calloc(1, sizeof *srv);
     srv->base = base;
     srv->audit = audit;
     srv->cfg = cfg;
-    srv->limits = limits_new(cfg->nidentities);
+    srv->limits = limits_new(0); /* slots by identity name (limits_slot) */
     if (RAND_bytes(srv->mock_secret, sizeof srv->mock_secret) != 1 ||
         RAND_bytes((uint8_t *)&srv->next_connection_id, sizeof srv->next_connection_id) != 1) {
         snprintf(err, errlen, "no randomness for the mock-authentication secret");
@@ -516,7 +509,7 @@ my_server *my_server_new(struct event_base *base, const config *cfg, struct audi
     }
     /* Connection ids start at a random point so they say nothing about load. */
     srv->next_connection_id &= 0x3fffffff;
-    if (cfg->tls_cert_file && !(srv->tls_ctx = tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, errlen))) {
+    if (!tls_front_ctx(cfg, &srv->tls_ctx, err, errlen)) {
         my_server_free(srv);
         return NULL;
     }
@@ -525,27 +518,35 @@ my_server *my_server_new(struct event_base *base, const config *cfg, struct audi
         return NULL;
     }
     load_engines(srv);
-    struct sockaddr_storage ss;
-    int sslen = sizeof ss;
-    char addr[128];
-    snprintf(addr, sizeof addr, strchr(cfg->my_address, ':') ? "[%s]:%d" : "%s:%d", cfg->my_address, cfg->my_port);
-    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) != 0) {
-        snprintf(err, errlen, "listen.mysql.address %s is not an IP address", cfg->my_address);
-        my_server_free(srv);
-        return NULL;
-    }
     srv->reaper = event_new(base, -1, 0, reaper_cb, srv);
-    srv->listener = evconnlistener_new_bind(base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 512,
-                                            (struct sockaddr *)&ss, sslen);
+    return srv;
+}
+
+my_server *my_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
+                         size_t errlen)
+{
+    char addr[128];
+    my_server *srv = my_server_prepare(base, cfg, audit, err, errlen);
+    if (!srv)
+        return NULL;
+    srv->listener = listener_open(base, cfg->my_address, cfg->my_port, "listen.mysql", accept_cb, srv, addr, sizeof addr,
+                                  err, errlen);
     if (!srv->listener) {
-        snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
         my_server_free(srv);
         return NULL;
     }
-    evconnlistener_set_error_cb(srv->listener, accept_error_cb);
     log_info("myfront listening on %s%s (server version %s)", addr, srv->tls_ctx ? " (TLS available)" : "",
              srv->version);
     return srv;
+}
+
+void my_server_take_over(my_server *next, my_server *prev)
+{
+    listener_hand_over(&prev->listener, &next->listener, accept_cb, next);
+    limits_free(next->limits);
+    next->limits = limits_ref(prev->limits);
+    next->next_id = prev->next_id;
+    next->next_connection_id = prev->next_connection_id;
 }
 
 void my_server_shutdown(my_server *srv)

@@ -141,6 +141,7 @@ typedef struct my_session {
     const char *auth_method_name;
     bool password_given;
     bool counted;                 /* holds one of the identity's max_connections slots */
+    size_t limit_slot;            /* its identity's slot in the server's limits (by name) */
 
     /* upstream */
     const cfg_upstream *up;

@@ -22,6 +22,11 @@
  *                       <--------  AuthenticationCleartextPassword
  *   PasswordMessage     -------->  (the JWT; oidc.c verifies it, maybe after a key fetch)
  *                       <--------  AuthenticationOk
+ *
+ * An identity with auth: cert skips SASL: its TLS client certificate (checked
+ * against tls.client_ca_file and the CRL, and naming the identity) is the
+ * credential and AuthenticationOk follows the StartupMessage; auth: cert+scram
+ * checks the certificate first, then runs SCRAM as above.
  */
 #include <event2/buffer.h>
 #include <openssl/ssl.h>
@@ -126,11 +131,21 @@ static bool startup_params_ok(pg_session *s)
     return true;
 }
 
+static void auth_succeeded(pg_session *s);
+
 static void fail_auth(pg_session *s, const char *method, const char *why)
 {
     char msg[320];
     pg_session_log(s, LOG_LEVEL_INFO, "authentication failed (%s): %s", method, why);
     pg_audit_auth_failure(s, method, why);
+    if (strcmp(method, "cert") == 0) {
+        /* The certificate is public: the refusal names what is wrong with it
+         * (revoked, expired, untrusted, not mapped).  A password failure never says why. */
+        snprintf(msg, sizeof msg, "certificate authentication failed for user \"%.64s\": %s", s->user, why);
+        pg_session_fail(s, "28000", msg,
+                        "connect over TLS with sslcert/sslkey of a certificate issued for this identity");
+        return;
+    }
     if (strcmp(method, "oidc") == 0)
         snprintf(msg, sizeof msg, "token authentication failed for user \"%.64s\": %s", s->user, why);
     else
@@ -171,6 +186,24 @@ static void begin_auth(pg_session *s)
     if (s->identity && s->identity->oidc) {
         begin_token(s);
         return;
+    }
+    if (s->identity && config_identity_needs_cert(s->identity)) {
+        /* auth: cert or cert+scram: the certificate must be valid and name the identity. */
+        char why[200];
+        s->scram_method = "cert";
+        if (!tls_client_cert_check(s->client_tls ? conn_ssl(s->client) : NULL, cfg->tls_client_cert_name,
+                                   s->identity->cert_name, why, sizeof why)) {
+            fail_auth(s, "cert", why);
+            return;
+        }
+        if (!config_identity_needs_scram(s->identity)) {
+            pg_session_log(s, LOG_LEVEL_INFO, "authenticated with a client certificate");
+            pg_put_auth(conn_output(s->client), 0, NULL, 0);
+            s->role = s->identity->role;
+            auth_succeeded(s);
+            return;
+        }
+        s->scram_method = NULL; /* SCRAM follows: a failure now is a password failure */
     }
     if (s->identity)
         s->scram.verifier = s->identity->verifier;
@@ -306,9 +339,14 @@ static void handle_sasl_final(pg_session *s, const uint8_t *body, size_t len)
     struct evbuffer *o = conn_output(s->client);
     pg_put_auth(o, 12, out, strlen(out));
     pg_put_auth(o, 0, NULL, 0);
-    pg_session_log(s, LOG_LEVEL_INFO, "authenticated with SCRAM-SHA-256%s%s", s->scram.use_plus ? "-PLUS" : "",
+    bool with_cert = config_identity_needs_cert(s->identity);
+    pg_session_log(s, LOG_LEVEL_INFO, "authenticated with %sSCRAM-SHA-256%s%s",
+                   with_cert ? "a client certificate and " : "", s->scram.use_plus ? "-PLUS" : "",
                    s->client_tls ? " over TLS" : "");
-    s->scram_method = s->scram.use_plus ? "scram-sha-256-plus" : "scram-sha-256";
+    if (with_cert)
+        s->scram_method = s->scram.use_plus ? "cert+scram-sha-256-plus" : "cert+scram-sha-256";
+    else
+        s->scram_method = s->scram.use_plus ? "scram-sha-256-plus" : "scram-sha-256";
     OPENSSL_cleanse(&s->scram, sizeof s->scram);
     s->role = s->identity->role;
     auth_succeeded(s);

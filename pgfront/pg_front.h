@@ -19,6 +19,14 @@ typedef struct pg_server pg_server;
 /* audit may be NULL (audit.enabled: false). */
 pg_server *pg_server_new(struct event_base *base, const struct config *cfg, struct audit_log *audit, char *err,
                          size_t errlen);
+/* A server that does not listen yet: a reload builds the next one with this
+ * and, when the whole new configuration is good, pg_server_take_over moves the
+ * listener (and the per-identity counts, and the approvals client) from prev
+ * to next.  prev keeps serving its sessions with its own configuration until
+ * they end; free it when pg_server_session_count says 0. */
+pg_server *pg_server_prepare(struct event_base *base, const struct config *cfg, struct audit_log *audit, char *err,
+                             size_t errlen);
+void pg_server_take_over(pg_server *next, pg_server *prev);
 /* Close every session (their disconnect records are appended); then close the
  * audit log, then pg_server_free, which frees them. */
 void pg_server_shutdown(pg_server *srv);

@@ -21,6 +21,7 @@
 
 #include "gate/conn.h"
 #include "gate/limits.h"
+#include "gate/listener.h"
 #include "gate/log.h"
 #include "gate/oidc.h"
 #include "gate/tls.h"
@@ -107,14 +108,10 @@ void pg_session_set_ustate(pg_session *s, pgu_state st)
     s->ustate = st;
 }
 
-static size_t identity_index(const pg_session *s)
-{
-    return (size_t)(s->identity - s->server->cfg->identities);
-}
-
 bool pg_session_take_connection_slot(pg_session *s)
 {
-    if (!limits_acquire_connection(s->server->limits, identity_index(s), s->identity->max_connections))
+    s->limit_slot = limits_slot(s->server->limits, s->identity->name);
+    if (!limits_acquire_connection(s->server->limits, s->limit_slot, s->identity->max_connections))
         return false;
     s->counted = true;
     return true;
@@ -122,14 +119,14 @@ bool pg_session_take_connection_slot(pg_session *s)
 
 bool pg_session_take_statement_token(pg_session *s)
 {
-    return limits_take_statement(s->server->limits, identity_index(s), s->identity->statements_per_second,
+    return limits_take_statement(s->server->limits, s->limit_slot, s->identity->statements_per_second,
                                  limits_now_ns());
 }
 
 static void session_free(pg_session *s)
 {
     if (s->counted)
-        limits_release_connection(s->server->limits, identity_index(s));
+        limits_release_connection(s->server->limits, s->limit_slot);
     if (s->all_prev)
         s->all_prev->all_next = s->all_next;
     else
@@ -150,6 +147,7 @@ static void session_free(pg_session *s)
         evbuffer_free(s->param_status);
     free(s->startup_copy);
     s->server->nsessions--;
+    limits_release_client(s->server->limits);
     OPENSSL_cleanse(&s->scram, sizeof s->scram);
     free(s);
 }
@@ -367,7 +365,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
     (void)l, (void)salen;
     pg_server *srv = arg;
-    if (srv->nsessions >= (size_t)srv->cfg->max_clients) {
+    if (!limits_acquire_client(srv->limits, srv->cfg->max_clients)) {
         /* Too many clients: say so in protocol form, then close. */
         static const char msg[] = "phigate: too many client connections";
         log_warn("%s (max_clients=%d)", msg, srv->cfg->max_clients);
@@ -394,12 +392,6 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     pg_session_log(s, LOG_LEVEL_DEBUG, "accepted");
     pg_session_client_callbacks(s);
     pg_session_arm_timer(s, srv->cfg->auth_timeout_ms);
-}
-
-static void accept_error_cb(struct evconnlistener *l, void *arg)
-{
-    (void)l, (void)arg;
-    log_error("accept failed: %s", strerror(errno));
 }
 
 static bool resolve_upstreams(pg_server *srv, char *err, size_t errlen)
@@ -434,20 +426,22 @@ static bool resolve_upstreams(pg_server *srv, char *err, size_t errlen)
     return true;
 }
 
-pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
-                         size_t errlen)
+/* Everything but the listener: a reload builds the next server off to the side
+ * and hands it the listener only when the whole new configuration is good. */
+pg_server *pg_server_prepare(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
+                             size_t errlen)
 {
     pg_server *srv = calloc(1, sizeof *srv);
     srv->base = base;
     srv->audit = audit;
-    srv->limits = limits_new(cfg->nidentities);
+    srv->limits = limits_new(0); /* slots by identity name (limits_slot) */
     srv->cfg = cfg;
     if (RAND_bytes(srv->mock_secret, sizeof srv->mock_secret) != 1) {
         snprintf(err, errlen, "no randomness for the mock-authentication secret");
         pg_server_free(srv);
         return NULL;
     }
-    if (cfg->tls_cert_file && !(srv->tls_ctx = tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, errlen))) {
+    if (!tls_front_ctx(cfg, &srv->tls_ctx, err, errlen)) {
         pg_server_free(srv);
         return NULL;
     }
@@ -456,26 +450,36 @@ pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audi
         return NULL;
     }
     srv->engines = pg_engines_new(base, cfg, pg_upstream_engine_ready);
-    struct sockaddr_storage ss;
-    int sslen = sizeof ss;
-    char addr[128];
-    snprintf(addr, sizeof addr, strchr(cfg->pg_address, ':') ? "[%s]:%d" : "%s:%d", cfg->pg_address, cfg->pg_port);
-    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) != 0) {
-        snprintf(err, errlen, "listen.postgres.address %s is not an IP address", cfg->pg_address);
-        pg_server_free(srv);
-        return NULL;
-    }
-    srv->listener = evconnlistener_new_bind(base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 512,
-                                            (struct sockaddr *)&ss, sslen);
-    if (!srv->listener) {
-        snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
-        pg_server_free(srv);
-        return NULL;
-    }
-    evconnlistener_set_error_cb(srv->listener, accept_error_cb);
     srv->reaper = event_new(base, -1, 0, reaper_cb, srv);
+    return srv;
+}
+
+pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
+                         size_t errlen)
+{
+    char addr[128];
+    pg_server *srv = pg_server_prepare(base, cfg, audit, err, errlen);
+    if (!srv)
+        return NULL;
+    srv->listener = listener_open(base, cfg->pg_address, cfg->pg_port, "listen.postgres", accept_cb, srv, addr,
+                                  sizeof addr, err, errlen);
+    if (!srv->listener) {
+        pg_server_free(srv);
+        return NULL;
+    }
     log_info("pgfront listening on %s%s", addr, srv->tls_ctx ? " (TLS available)" : "");
     return srv;
+}
+
+void pg_server_take_over(pg_server *next, pg_server *prev)
+{
+    /* The socket stays open: connections queued in it are accepted by next. */
+    listener_hand_over(&prev->listener, &next->listener, accept_cb, next);
+    /* Per-identity counts go on across the reload: they are keyed by name. */
+    limits_free(next->limits);
+    next->limits = limits_ref(prev->limits);
+    next->approvals = prev->approvals;
+    next->next_id = prev->next_id;
 }
 
 SSL_CTX *pg_server_tls_ctx(const pg_server *srv) { return srv->tls_ctx; }

@@ -120,6 +120,7 @@ typedef struct pg_session {
     uint64_t opened_ns;
     const char *scram_method;
     bool counted;          /* holds one of its identity's connection slots */
+    size_t limit_slot;     /* its identity's slot in the server's limits (by name) */
     bool audit_held;       /* stopped reading upstream: results wait for the audit log */
     struct pg_held *held;  /* a statement waiting for approval (pg_hold.c) */
     bool terminating;      /* the client sent Terminate: relay what is left, then close */
