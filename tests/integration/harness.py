@@ -294,6 +294,14 @@ class Gateway:
         return "\n".join(f.read_bytes().rstrip(b"\0").decode(errors="replace")
                          for f in sorted(folder.rglob("*")) if f.is_file())
 
+    def audit_records(self):
+        """Every complete record of the audit log in chain order (JSON objects).  A live file ends in
+        preallocated zeros (gate/AUDIT_FORMAT.md) and maybe a record still being written: both left out."""
+        out = []
+        for f in sorted(self.audit_dir.glob("audit-*.jsonl")):
+            out += [json.loads(line) for line in f.read_bytes().rstrip(b"\0").split(b"\n")[:-1]]
+        return out
+
     def log(self):
         try:
             return self.log_path.read_text(errors="replace")
