@@ -1,0 +1,355 @@
+"""Minimum necessary (issue 5 item 6) through the real PostgreSQL and Redis of the stack.
+
+A role with `estimate_row_limit`: a scoped PHI read whose planner estimate is small runs at once; one
+whose estimate is large is held (phigate ran EXPLAIN on the session's own upstream; its answer never
+reaches the client) and, approved with `phigatectl approvals`, returns masked rows; a parameterised
+read (no estimate before its values are bound) is held; the audit records hold the estimate.
+
+A role with `phi_row_budget`: PHI reads run until the identity's rows in the window are used up, then
+the next PHI read is held; the window ends and reads run again; non-PHI reads are never counted or
+held; with Redis stopped a budgeted PHI read is refused with a clear error, other reads still work.
+The audit log still verifies.
+"""
+
+import json
+import os
+import secrets
+import signal
+import threading
+import time
+
+import psycopg
+import pytest
+import redis
+
+from harness import (APPROVER, approvals_ctl, approvals_overrides, run_ctl, scram_verifier,
+                     stop_and_check)
+from test_approvals import redis_restarted_afterwards, redis_running, start_redis  # noqa: F401
+
+KEY_PREFIX = f"phigate-mn-{os.getpid()}-{secrets.token_hex(3)}:"
+ESTIMATOR, ESTIMATOR_PASSWORD = "est_agent", "est-" + secrets.token_hex(10)
+BUDGETED, BUDGETED_PASSWORD = "bud_agent", "bud-" + secrets.token_hex(10)
+ESTIMATE_LIMIT = 20
+BUDGET_ROWS = 12
+WINDOW_S = 3
+
+
+@pytest.fixture(scope="module")
+def mgw(gateway_maker, binaries, stack, redis_secret_file, approver_verifier):
+    overrides = approvals_overrides(stack, redis_secret_file, {APPROVER: approver_verifier}, wait_ms=30000,
+                                    key_prefix=KEY_PREFIX)
+    overrides["roles"] = {
+        "estimator": {"upstreams": ["clinic"], "estimate_row_limit": ESTIMATE_LIMIT},
+        "budgeted": {"upstreams": ["clinic"], "phi_row_budget": {"rows": BUDGET_ROWS, "window": f"{WINDOW_S}s"}},
+    }
+    overrides["identities"] = {
+        ESTIMATOR: {"scram": scram_verifier(binaries, ESTIMATOR_PASSWORD), "role": "estimator"},
+        BUDGETED: {"scram": scram_verifier(binaries, BUDGETED_PASSWORD), "role": "budgeted"},
+    }
+    gw = gateway_maker(overrides, name="minnec")
+    yield gw
+    stop_and_check(gw)
+
+
+@pytest.fixture(scope="module")
+def rds(stack):
+    return redis.Redis(host=stack.env["STACK_REDIS_HOST"], port=int(stack.env["STACK_REDIS_PORT"]),
+                       password=stack.env["STACK_REDIS_PASSWORD"], decode_responses=True)
+
+
+@pytest.fixture(scope="module")
+def raw_patients(stack):
+    with psycopg.connect(**stack.connect_kwargs("clinic")) as conn:
+        return {row[0]: row[1:] for row in conn.execute("SELECT id, first_name, ssn FROM patients")}
+
+
+def connect(gw, user, password, **kw):
+    return psycopg.connect(**gw.connect_kwargs("clinic", user=user, password=password), autocommit=True, **kw)
+
+
+def est(gw):
+    return connect(gw, ESTIMATOR, ESTIMATOR_PASSWORD)
+
+
+def bud(gw):
+    return connect(gw, BUDGETED, BUDGETED_PASSWORD)
+
+
+def assert_masked(rows, raw_patients):
+    raw = {v for vals in raw_patients.values() for v in vals}
+    leaked = [cell for row in rows for cell in row if cell in raw]
+    assert not leaked, f"raw PHI reached the agent: {leaked[:5]}"
+    assert all(r[0] == "[REDACTED]" and str(r[1]).startswith("***-**-") for r in rows), rows[:3]
+
+
+def audit_records(gw):
+    return [json.loads(line) for line in gw.audit_text().splitlines() if line.strip()]
+
+
+def statement_record(gw, text, pred=lambda r: True, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [r for r in audit_records(gw) if r["type"] == "statement" and r["text"] == text and pred(r)]
+        if found:
+            return found[-1]
+        time.sleep(0.1)
+    pytest.fail(f"no statement record for {text!r}\n{gw.diagnostics()}")
+
+
+def pending(binaries, gw, sql, identity, timeout=15, agent=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = approvals_ctl(binaries, gw, "list", "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        for req in json.loads(r.stdout)["requests"]:
+            if req["statement"] == sql and req["identity"] == identity:
+                return req
+        if agent is not None and not agent.is_alive():
+            pytest.fail(f"the statement finished before its request appeared: {agent.error or agent.rows}")
+        time.sleep(0.1)
+    pytest.fail(f"no pending request for {sql!r}\n{gw.diagnostics()}")
+
+
+class Agent(threading.Thread):
+    """One statement in the background (it may wait for an approval)."""
+
+    def __init__(self, make_conn, sql, params=None):
+        super().__init__(daemon=True)
+        self.make_conn, self.sql, self.params = make_conn, sql, params
+        self.rows = self.error = self.after = None
+
+    def run(self):
+        try:
+            with self.make_conn() as conn:
+                try:
+                    self.rows = conn.execute(self.sql, self.params).fetchall()
+                except psycopg.Error as e:
+                    self.error = e
+                self.after = conn.execute("select count(*) from wards").fetchone()
+        except psycopg.Error as e:
+            self.error = self.error or e
+
+    def outcome(self, timeout=40):
+        self.join(timeout)
+        assert not self.is_alive(), f"{self.sql!r} still waiting after {timeout} s"
+        return self
+
+
+# ---------------------------------------------------------------------------
+# Planner estimates
+# ---------------------------------------------------------------------------
+
+def test_small_estimate_runs_at_once(mgw, raw_patients):
+    sql = "SELECT first_name, ssn FROM patients WHERE id = 7"
+    with est(mgw) as conn:
+        t0 = time.monotonic()
+        rows = conn.execute(sql).fetchall()
+        assert time.monotonic() - t0 < 5
+        assert len(rows) == 1
+        assert_masked(rows, raw_patients)
+        assert rows[0][1].endswith(raw_patients[7][1][-4:])
+        # The EXPLAIN's answer never reached this client: the session is in step.
+        assert conn.execute("select 'next'").fetchone() == ("next",)
+        assert conn.execute("select count(*) from wards").fetchone() == (10,)
+    rec = statement_record(mgw, sql)
+    mn = rec["min_necessary"]
+    assert rec["decision"] == "rewrite" and rec["upstream"] is not None, rec
+    assert mn["estimate"] == 1 and mn["estimate_limit"] == ESTIMATE_LIMIT and mn["verdict"] == "run", mn
+
+
+def test_small_estimate_in_a_transaction_and_pipelined(mgw, raw_patients):
+    with est(mgw) as conn:
+        with conn.transaction():
+            conn.execute("SELECT 1")
+            rows = conn.execute("SELECT first_name, ssn FROM patients WHERE id = 3").fetchall()
+            assert len(rows) == 1
+            assert_masked(rows, raw_patients)
+            assert conn.execute("SELECT count(*) FROM wards").fetchone() == (10,)
+        assert conn.execute("select 'still in step'").fetchone() == ("still in step",)
+
+
+def test_large_estimate_held_and_approved_returns_masked_rows(mgw, binaries, raw_patients):
+    sql = "SELECT first_name, ssn FROM patients LIMIT 90"
+    agent = Agent(lambda: est(mgw), sql)
+    agent.start()
+    req = pending(binaries, mgw, sql, ESTIMATOR, agent=agent)
+    assert req["rule"] == "min_necessary.estimate", req
+    assert req["reason"] == f"planner estimate 90 rows > limit {ESTIMATE_LIMIT}", req
+    time.sleep(0.3)
+    assert agent.is_alive(), "the statement should wait for the approval"
+
+    r = approvals_ctl(binaries, mgw, "approve", req["id"], "--reason", "cohort review")
+    assert r.returncode == 0, r.stdout + r.stderr
+    agent.outcome()
+    assert agent.error is None, f"{agent.error}\n{mgw.diagnostics()}"
+    assert len(agent.rows) == 90
+    assert_masked(agent.rows, raw_patients)
+    assert agent.after == (10,)
+
+    rec = statement_record(mgw, sql, lambda r: r.get("approval") == req["id"])
+    mn = rec["min_necessary"]
+    assert rec["decision"] in ("rewrite", "allow") and rec["upstream"], rec
+    assert mn["estimate"] == 90 and mn["estimate_limit"] == ESTIMATE_LIMIT, mn
+    assert mn["verdict"] == "hold" and mn["rule"] == "min_necessary.estimate", mn
+    assert mn["reason"] == f"planner estimate 90 rows > limit {ESTIMATE_LIMIT}", mn
+
+
+def test_large_estimate_denied_is_recorded_as_held(mgw, binaries):
+    sql = "SELECT first_name, ssn FROM patients LIMIT 60 OFFSET 10"
+    agent = Agent(lambda: est(mgw), sql)
+    agent.start()
+    req = pending(binaries, mgw, sql, ESTIMATOR, agent=agent)
+    r = approvals_ctl(binaries, mgw, "deny", req["id"], "--reason", "too wide")
+    assert r.returncode == 0, r.stdout + r.stderr
+    agent.outcome()
+    assert agent.error is not None and agent.error.sqlstate == "42501", agent.error
+    assert "too wide" in str(agent.error)
+    assert agent.after == (10,)
+    rec = statement_record(mgw, sql)
+    assert rec["decision"] == "hold" and rec["upstream"] is None, rec
+    assert rec["rule"] == "min_necessary.estimate" and rec["min_necessary"]["estimate"] >= 21, rec
+
+
+def test_parameterised_read_cannot_be_estimated_and_is_held(mgw, binaries, raw_patients):
+    sql = "SELECT first_name, ssn FROM patients WHERE id = %s"
+    wire_sql = "SELECT first_name, ssn FROM patients WHERE id = $1"
+    agent = Agent(lambda: est(mgw), sql, (11,))
+    agent.start()
+    req = pending(binaries, mgw, wire_sql, ESTIMATOR, agent=agent)
+    assert req["rule"] == "min_necessary.no_estimate", req
+    assert "bind parameters" in req["reason"], req
+    r = approvals_ctl(binaries, mgw, "approve", req["id"], "--reason", "one patient")
+    assert r.returncode == 0, r.stdout + r.stderr
+    agent.outcome()
+    assert agent.error is None, agent.error
+    assert len(agent.rows) == 1
+    assert_masked(agent.rows, raw_patients)
+
+
+def test_non_phi_reads_are_not_estimated(mgw):
+    with est(mgw) as conn:
+        assert conn.execute("SELECT count(*) FROM wards").fetchone() == (10,)
+        assert len(conn.execute("SELECT * FROM wards").fetchall()) == 10
+    rec = statement_record(mgw, "SELECT * FROM wards")
+    assert "min_necessary" not in rec, rec
+
+
+# ---------------------------------------------------------------------------
+# PHI row budgets
+# ---------------------------------------------------------------------------
+
+def budget_key():
+    return f"{KEY_PREFIX}budget:{BUDGETED}"
+
+
+def budget_used(rds, expected, timeout=3):
+    """The identity's count in Redis once it reaches expected (rows are counted as results end)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = rds.get(budget_key())
+        if value is not None and int(value) == expected:
+            return expected
+        time.sleep(0.02)
+    return rds.get(budget_key())
+
+
+def wait_window_closed(rds, timeout=WINDOW_S + 5):
+    deadline = time.monotonic() + timeout
+    while rds.exists(budget_key()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not rds.exists(budget_key()), "the budget window did not close"
+
+
+def test_budget_used_up_holds_then_window_resets(mgw, binaries, rds, raw_patients):
+    wait_window_closed(rds)
+    with bud(mgw) as conn:
+        # Non-PHI reads are never counted.
+        assert conn.execute("SELECT count(*) FROM wards").fetchone() == (10,)
+        assert len(conn.execute("SELECT * FROM wards").fetchall()) == 10
+        assert not rds.exists(budget_key())
+
+        rows = conn.execute("SELECT first_name, ssn FROM patients LIMIT 6").fetchall()
+        assert len(rows) == 6
+        assert_masked(rows, raw_patients)
+        assert budget_used(rds, 6) == 6
+        ttl = rds.pttl(budget_key())
+        assert 0 < ttl <= WINDOW_S * 1000, ttl
+        rows = conn.execute("SELECT first_name, ssn FROM patients LIMIT 6 OFFSET 100").fetchall()
+        assert len(rows) == 6
+        assert budget_used(rds, BUDGET_ROWS) == BUDGET_ROWS
+        rec = statement_record(mgw, "SELECT first_name, ssn FROM patients LIMIT 6 OFFSET 100")
+        mn = rec["min_necessary"]
+        assert mn["budget"] == BUDGET_ROWS and mn["budget_used"] == 6 and mn["budget_left"] == 6, mn
+        assert mn["estimate"] == 6 and mn["verdict"] == "run", mn
+        # Still fine: reads without PHI.
+        assert conn.execute("SELECT name FROM wards WHERE id = 1").fetchone() is not None
+
+    # Used up: the next PHI read is held, even a one-row one.
+    sql = "SELECT first_name, ssn FROM patients WHERE id = 2"
+    agent = Agent(lambda: bud(mgw), sql)
+    agent.start()
+    req = pending(binaries, mgw, sql, BUDGETED, agent=agent)
+    assert req["rule"] == "min_necessary.budget", req
+    assert req["reason"].startswith(f"PHI row budget used up: {BUDGET_ROWS} of {BUDGET_ROWS} rows"), req
+    r = approvals_ctl(binaries, mgw, "deny", req["id"], "--reason", "budget is there for a reason")
+    assert r.returncode == 0, r.stdout + r.stderr
+    agent.outcome()
+    assert agent.error is not None and agent.error.sqlstate == "42501", agent.error
+    rec = statement_record(mgw, sql)
+    assert rec["decision"] == "hold" and rec["min_necessary"]["budget_left"] == 0, rec
+
+    # The window ends: the count starts again and the read runs at once.
+    wait_window_closed(rds)
+    with bud(mgw) as conn:
+        rows = conn.execute(sql).fetchall()
+        assert len(rows) == 1
+        assert_masked(rows, raw_patients)
+    assert budget_used(rds, 1) == 1
+
+
+def test_estimate_above_what_is_left_holds(mgw, binaries, rds):
+    wait_window_closed(rds)
+    with bud(mgw) as conn:
+        assert len(conn.execute("SELECT first_name, ssn FROM patients LIMIT 10").fetchall()) == 10
+    sql = "SELECT first_name, ssn FROM patients LIMIT 5 OFFSET 200"
+    agent = Agent(lambda: bud(mgw), sql)
+    agent.start()
+    req = pending(binaries, mgw, sql, BUDGETED, agent=agent)
+    assert req["rule"] == "min_necessary.budget", req
+    assert req["reason"].startswith("planner estimate 5 rows > PHI row budget left 2"), req
+    r = approvals_ctl(binaries, mgw, "approve", req["id"], "--reason", "just this once")
+    assert r.returncode == 0, r.stdout + r.stderr
+    agent.outcome()
+    assert agent.error is None and len(agent.rows) == 5, agent.error
+    # Approved rows are counted too (in a new window if this one closed while the approver decided).
+    used = budget_used(rds, 15)
+    assert used is not None and int(used) in (15, 5), used
+
+
+def test_redis_down_refuses_budgeted_phi_reads_only(mgw, stack, raw_patients, redis_restarted_afterwards):
+    pid = redis_running(stack)
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.3)
+    with bud(mgw) as conn:
+        t0 = time.monotonic()
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("SELECT first_name, ssn FROM patients WHERE id = 4").fetchall()
+        assert time.monotonic() - t0 < 5
+        assert e.value.sqlstate == "58000", str(e.value)
+        assert "PHI row budget" in str(e.value) and BUDGETED in str(e.value), str(e.value)
+        # Reads without PHI still run for the budgeted identity.
+        assert conn.execute("SELECT count(*) FROM wards").fetchone() == (10,)
+    # An identity without a budget is not affected (its estimate needs no Redis).
+    with est(mgw) as conn:
+        rows = conn.execute("SELECT first_name, ssn FROM patients WHERE id = 4").fetchall()
+        assert len(rows) == 1
+        assert_masked(rows, raw_patients)
+    rec = statement_record(mgw, "SELECT first_name, ssn FROM patients WHERE id = 4",
+                           lambda r: r.get("decision") == "deny")
+    assert rec["min_necessary"]["verdict"] == "refused" and rec["upstream"] is None, rec
+    start_redis(stack)
+
+
+def test_audit_log_still_verifies(mgw, binaries, audit_pubkey):
+    r = run_ctl(binaries, "audit", "verify", "--allow-unsigned-tail", "--pubkey", audit_pubkey, mgw.audit_dir)
+    assert r.returncode == 0, r.stdout + r.stderr
