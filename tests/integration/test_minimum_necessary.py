@@ -24,7 +24,8 @@ import redis
 
 from harness import (APPROVER, approvals_ctl, approvals_overrides, run_ctl, scram_verifier,
                      stop_and_check)
-from test_approvals import redis_restarted_afterwards, redis_running, start_redis  # noqa: F401
+from test_approvals import (redis_restarted_afterwards, redis_running, start_redis,  # noqa: F401
+                            wait_for_request)
 
 KEY_PREFIX = f"phigate-mn-{os.getpid()}-{secrets.token_hex(3)}:"
 ESTIMATOR, ESTIMATOR_PASSWORD = "est_agent", "est-" + secrets.token_hex(10)
@@ -96,18 +97,8 @@ def statement_record(gw, text, pred=lambda r: True, timeout=10):
     pytest.fail(f"no statement record for {text!r}\n{gw.diagnostics()}")
 
 
-def pending(binaries, gw, sql, identity, timeout=15, agent=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = approvals_ctl(binaries, gw, "list", "--json")
-        assert r.returncode == 0, r.stdout + r.stderr
-        for req in json.loads(r.stdout)["requests"]:
-            if req["statement"] == sql and req["identity"] == identity:
-                return req
-        if agent is not None and not agent.is_alive():
-            pytest.fail(f"the statement finished before its request appeared: {agent.error or agent.rows}")
-        time.sleep(0.1)
-    pytest.fail(f"no pending request for {sql!r}\n{gw.diagnostics()}")
+def pending(binaries, gw, sql, identity, agent=None):
+    return wait_for_request(binaries, gw, sql, agent=agent, identity=identity)
 
 
 class Agent(threading.Thread):
