@@ -74,6 +74,8 @@ static void act(pg_session *s, pg_minnec *g)
 {
     minnec_outcome *o = &g->out;
     const pg_stmt_copy *m = &g->m;
+    /* Our EXPLAIN took a batch since the decision: the statement's is the next one. */
+    pg_policy_scrub_next_batch(s);
     if (!o->refused)
         minnec_outcome_judge(o);
     if (o->refused) {

@@ -240,6 +240,11 @@ static void scrub_through(pg_session *s, uint64_t ordinal)
         s->scrub_through = ordinal;
 }
 
+void pg_policy_scrub_next_batch(pg_session *s)
+{
+    scrub_through(s, s->syncs_sent + 1);
+}
+
 void pg_policy_note_bind(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *at, uint32_t total)
 {
     pg_policy_state *st = state_of(s);
@@ -359,8 +364,6 @@ pg_policy_action pg_policy_apply(pg_session *s, char type, uint32_t total, const
                                  const minnec_outcome *mn)
 {
     bool refused = d->verdict != SQLP_ALLOW && d->verdict != SQLP_REWRITE;
-    if (d->touches_phi)
-        scrub_through(s, s->syncs_sent + 1); /* again: an EXPLAIN may have taken a batch since */
     /* Queries are recorded now; a Parse at each Execute, or now if it is refused. */
     if (type == 'Q' || refused)
         pg_audit_statement(s, sql, len, d, type == 'Q', mn);

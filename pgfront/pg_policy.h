@@ -56,6 +56,10 @@ pg_policy_action pg_policy_apply(pg_session *s, char type, uint32_t total, const
 /* pg_relay.c: finish a message the policy acted on (move a forwarded one, count a Query's batch). */
 void pg_relay_after_policy(pg_session *s, char type, uint32_t total, pg_policy_action action);
 
+/* Scrub errors and notices up to the next batch sent (a PHI statement's, when
+ * phigate sent batches of its own between its decision and its sending). */
+void pg_policy_scrub_next_batch(pg_session *s);
+
 /* Note the statement a Bind ('B') uses, for scrubbing its errors. */
 struct evbuffer_ptr;
 void pg_policy_note_bind(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *at, uint32_t total);

@@ -159,6 +159,25 @@ def test_small_estimate_in_a_transaction_and_pipelined(mgw, raw_patients):
         assert conn.execute("select 'still in step'").fetchone() == ("still in step",)
 
 
+def test_failed_explain_refuses_with_the_servers_sqlstate(mgw):
+    """In an aborted transaction the EXPLAIN fails: the statement is refused as the server would refuse it."""
+    sql = "SELECT first_name, ssn FROM patients WHERE id = 5"
+    with est(mgw) as conn:
+        conn.execute("BEGIN")
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("SELECT 1/0")
+        assert e.value.sqlstate == "22012"
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute(sql)
+        assert e.value.sqlstate == "25P02", str(e.value)
+        assert "planner's estimate" in str(e.value), str(e.value)
+        conn.execute("ROLLBACK")
+        assert len(conn.execute(sql).fetchall()) == 1
+    rec = statement_record(mgw, sql, lambda r: r["decision"] == "deny")
+    assert rec["upstream"] is None and rec["rule"] == "min_necessary.error", rec
+    assert rec["min_necessary"]["verdict"] == "refused", rec
+
+
 def test_large_estimate_held_and_approved_returns_masked_rows(mgw, binaries, raw_patients):
     sql = "SELECT first_name, ssn FROM patients LIMIT 90"
     agent = Agent(lambda: est(mgw), sql)
