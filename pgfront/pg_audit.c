@@ -358,10 +358,10 @@ void pg_audit_bind(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr
     free(msg);
 }
 
-void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos, uint32_t total)
+/* The portal an Execute names, and the decision and text of its statement. */
+static portal *execute_portal(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos, uint32_t total,
+                              const sqlp_decision **d, const char **text)
 {
-    if (!log_of(s))
-        return;
     pg_audit_state *st = state_of(s);
     char head[PG_HEADER_LEN + 128];
     size_t want = total < sizeof head ? total : sizeof head;
@@ -373,15 +373,36 @@ void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_
     if (!pg_get_cstring(&c, &pname, NULL))
         pname = "";
     portal *p = find_portal(st, pname);
+    *text = NULL;
+    *d = p ? pg_policy_prepared(s, p->statement, text) : NULL;
+    return p;
+}
+
+const sqlp_decision *pg_audit_execute_decision(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos,
+                                               uint32_t total)
+{
+    const sqlp_decision *d = NULL;
+    const char *text;
+    if (log_of(s))
+        execute_portal(s, in, pos, total, &d, &text);
+    return d;
+}
+
+void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos, uint32_t total,
+                      const minnec_outcome *mn)
+{
+    if (!log_of(s))
+        return;
     const char *text = NULL;
-    const sqlp_decision *d = p ? pg_policy_prepared(s, p->statement, &text) : NULL;
+    const sqlp_decision *d;
+    portal *p = execute_portal(s, in, pos, total, &d, &text);
     audit_param params[256];
     size_t np = 0;
     for (size_t i = 0; p && i < p->nparams && i < 256; i++, np++)
         params[i] = p->null[i] ? (audit_param){NULL, 0} : (audit_param){p->params[i], strlen(p->params[i])};
     s->statements++;
     if (d) {
-        statement_record(s, text, strlen(text), d, params, np, NULL, NULL);
+        statement_record(s, text, strlen(text), d, params, np, NULL, mn);
     } else {
         /* Unknown portal: the server will fail it; still one record per Execute. */
         static const char unknown[] = "(execute of an unknown portal)";

@@ -69,9 +69,39 @@ static void refuse_unapproved(pg_session *s, pg_minnec *g)
     pg_relay_refuse(s, g->m.type, g->m.total, "42501", msg);
 }
 
+/* An Execute: run it, or refuse it with the reason (never held). */
+static void act_execute(pg_session *s, pg_minnec *g)
+{
+    minnec_outcome *o = &g->out;
+    struct evbuffer *in = conn_input(s->client);
+    struct evbuffer_ptr head;
+    evbuffer_ptr_set(in, &head, 0, EVBUFFER_PTR_SET);
+    if (!o->refused)
+        minnec_outcome_judge(o);
+    if (!o->refused && o->verdict == MINNEC_RUN) {
+        pg_audit_execute(s, in, &head, g->m.total, o);
+        evbuffer_remove_buffer(in, conn_output(s->upstream), g->m.total);
+        return;
+    }
+    if (!o->refused) {
+        size_t n = strlen(o->reason);
+        snprintf(o->reason + n, sizeof o->reason - n,
+                 "; an Execute of a prepared statement does not wait for approval: it is refused");
+        o->refused = true;
+        snprintf(g->refuse_sqlstate, sizeof g->refuse_sqlstate, "53400");
+    }
+    pg_audit_execute(s, in, &head, g->m.total, o);
+    pg_relay_refuse(s, 'E', g->m.total, g->refuse_sqlstate, o->reason);
+}
+
 /* Act on the outcome; the gate is already detached from the session. */
 static void act(pg_session *s, pg_minnec *g)
 {
+    if (g->m.type == 'E') {
+        act_execute(s, g);
+        gate_free(g);
+        return;
+    }
     minnec_outcome *o = &g->out;
     const pg_stmt_copy *m = &g->m;
     /* Our EXPLAIN took a batch since the decision: the statement's is the next one. */
@@ -300,6 +330,28 @@ void pg_minnec_explain_done(pg_session *s)
     check_done(s);
 }
 
+static pg_minnec *gate_new(pg_session *s, char type, uint32_t total)
+{
+    pg_minnec *g = calloc(1, sizeof *g);
+    g->m.type = type;
+    g->m.total = total;
+    g->out.limits = limits_of(s);
+    g->out.facts.window_left_ms = -1;
+    g->fire_ev = event_new(pg_server_base(s->server), -1, 0, on_fire, s);
+    s->minnec = g;
+    conn_read_disable(s->client);
+    return g;
+}
+
+/* Nothing to wait for: decide now, from inside the relay's loop. */
+static void act_now(pg_session *s, pg_minnec *g)
+{
+    s->minnec = NULL;
+    act(s, g);
+    if (!pg_hold_waiting(s) && !s->client_paused && s->state == PGC_ACTIVE)
+        conn_read_enable(s->client);
+}
+
 /* ---- start ------------------------------------------------------------------------------ */
 
 bool pg_minnec_start(pg_session *s, char type, uint32_t total, const char *name, const char *sql, size_t len,
@@ -308,25 +360,34 @@ bool pg_minnec_start(pg_session *s, char type, uint32_t total, const char *name,
     const minnec_limits *l = limits_of(s);
     if (!minnec_enabled(l) || !minnec_phi_read(d))
         return false;
-    pg_minnec *g = calloc(1, sizeof *g);
+    pg_minnec *g = gate_new(s, type, total);
     pg_stmt_copy_init(&g->m, type, total, name, sql, len, types, types_len);
     g->d = d;
-    g->out.limits = l;
-    g->out.facts.window_left_ms = -1;
-    g->fire_ev = event_new(pg_server_base(s->server), -1, 0, on_fire, s);
-    s->minnec = g;
-    conn_read_disable(s->client);
     start_explain(s, g);
     if (l->budget_rows > 0)
         start_budget(s, g);
-    if (g->pending == 0) {
-        /* Nothing to wait for (no estimate possible, no budget): decide now. */
-        s->minnec = NULL;
-        act(s, g);
-        if (!pg_hold_waiting(s) && !s->client_paused && s->state == PGC_ACTIVE)
-            conn_read_enable(s->client);
-    }
+    if (g->pending == 0)
+        act_now(s, g); /* no estimate possible, no budget */
     return true;
+}
+
+/* ---- Execute of a prepared PHI read --------------------------------------------------- */
+
+bool pg_minnec_execute_needs_check(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos,
+                                   uint32_t total)
+{
+    return limits_of(s)->budget_rows > 0 && minnec_phi_read(pg_audit_execute_decision(s, in, pos, total));
+}
+
+void pg_minnec_start_execute(pg_session *s, uint32_t total)
+{
+    pg_minnec *g = gate_new(s, 'E', total);
+    /* Parameters are bound: no estimate; the budget decides. */
+    g->out.facts.exempt = true;
+    snprintf(g->out.facts.no_estimate, sizeof g->out.facts.no_estimate, "Execute of a prepared statement");
+    start_budget(s, g);
+    if (g->pending == 0)
+        act_now(s, g);
 }
 
 /* ---- counting ------------------------------------------------------------------------- */

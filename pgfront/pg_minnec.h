@@ -36,6 +36,16 @@ bool pg_minnec_start(pg_session *s, char type, uint32_t total, const char *name,
                      const uint8_t *types, size_t types_len, sqlp_decision *d);
 bool pg_minnec_pending(const pg_session *s);
 
+/* An Execute (total bytes at pos in in) of a prepared PHI read, for a role with
+ * a budget: it must be checked before it runs (pg_minnec_start_execute). */
+struct evbuffer_ptr;
+bool pg_minnec_execute_needs_check(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos,
+                                   uint32_t total);
+/* Check the budget for the Execute at the head of the client's input; it then
+ * runs, or is refused (an Execute cannot wait for approval: its Parse was
+ * judged already and the rest of its batch is in flight). */
+void pg_minnec_start_execute(pg_session *s, uint32_t total);
+
 /* The upstream message at the head of in answers phigate's own EXPLAIN. */
 bool pg_minnec_owns_upstream(const pg_session *s);
 /* Consume it (asynchronous ParameterStatus/Notification go on to the client).

@@ -178,7 +178,11 @@ static fwd_kind classify_client(pg_session *s, char type, struct evbuffer *in, c
         s->ext_batch_open = true;
         if (!pg_session_take_statement_token(s))
             return FWD_SPECIAL;
-        pg_audit_execute(s, in, at, total);
+        if (pg_minnec_execute_needs_check(s, in, at, total)) {
+            s->execute_checks = true; /* a PHI read: its identity's budget first */
+            return FWD_SPECIAL;
+        }
+        pg_audit_execute(s, in, at, total, NULL);
         return FWD_RUN;
     case 'Q': /* statements go through the policy engine */
     case 'P':
@@ -205,6 +209,11 @@ static void client_special(pg_session *s, char type, uint32_t total)
     if (type == 'F') {
         /* FunctionCall bypasses SQL and so the policy engine: refuse it. */
         pg_relay_refuse(s, type, total, "0A000", "phigate refuses FunctionCall messages: call functions through SQL");
+        return;
+    }
+    if (type == 'E' && s->execute_checks) {
+        s->execute_checks = false;
+        pg_minnec_start_execute(s, total);
         return;
     }
     if (type == 'E' || (type == 'Q' && !pg_session_take_statement_token(s))) {

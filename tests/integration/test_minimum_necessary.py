@@ -317,6 +317,26 @@ def test_budget_used_up_holds_then_window_resets(mgw, binaries, rds, raw_patient
     assert budget_used(rds, 1) == 1
 
 
+def test_prepared_statement_executes_are_checked_too(mgw, rds, raw_patients):
+    """A prepared PHI read (Parse once, Execute many) cannot run past the budget."""
+    wait_window_closed(rds)
+    sql = "SELECT first_name, ssn FROM patients LIMIT 5"
+    with bud(mgw) as conn:
+        for i in range(3):  # 5 + 5 + 5 rows: the third starts with 2 of 12 left, and runs
+            rows = conn.execute(sql, prepare=True).fetchall()
+            assert len(rows) == 5, i
+            assert_masked(rows, raw_patients)
+            assert budget_used(rds, 5 * (i + 1)) == 5 * (i + 1)
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute(sql, prepare=True).fetchall()
+        assert e.value.sqlstate == "53400", str(e.value)
+        assert "PHI row budget used up: 15 of 12 rows" in str(e.value), str(e.value)
+        assert conn.execute("SELECT count(*) FROM wards").fetchone() == (10,)
+    rec = statement_record(mgw, sql, lambda r: r["decision"] == "deny")
+    assert rec["upstream"] is None and rec["min_necessary"]["budget_used"] == 15, rec
+    assert budget_used(rds, 15) == 15  # the refused Execute returned nothing
+
+
 def test_estimate_above_what_is_left_holds(mgw, binaries, rds):
     wait_window_closed(rds)
     with bud(mgw) as conn:
