@@ -14,9 +14,11 @@ static bool node_is(const sqlp_statement *st, const char *name)
     return st->node && strcmp(st->node, name) == 0;
 }
 
+/* EXPLAIN returns a plan and PREPARE nothing: the EXECUTE of a prepared read is the read. */
 static bool reads_phi_rows(const sqlp_statement *st)
 {
-    return st->stmt_class == SQLP_CLASS_READ && st->touches_phi && !node_is(st, "ExplainStmt");
+    return st->stmt_class == SQLP_CLASS_READ && st->touches_phi && !node_is(st, "ExplainStmt") &&
+           !node_is(st, "PrepareStmt");
 }
 
 bool minnec_phi_read(const sqlp_decision *d)
@@ -287,7 +289,8 @@ static minnec_verdict judge_budget(const minnec_limits *l, const minnec_facts *f
         return MINNEC_HOLD_BUDGET;
     }
     if (f->estimated && f->estimate > left) {
-        snprintf(reason, len, "planner estimate %llu rows > PHI row budget left %llu (%llu of %llu used in the %llu s window)",
+        snprintf(reason, len,
+                 "planner estimate %llu rows > PHI row budget left %llu (%llu of %llu used in the %llu s window)",
                  (unsigned long long)f->estimate, (unsigned long long)left, (unsigned long long)f->used,
                  (unsigned long long)l->budget_rows, window_s);
         return MINNEC_HOLD_BUDGET;

@@ -19,7 +19,7 @@
 #define MAX_PLAN_BYTES (8u << 20) /* a plan bigger than this is "no estimate" */
 
 typedef struct pg_minnec {
-        pg_stmt_copy m;
+    pg_stmt_copy m;           /* the statement (type, total, text), copied */
     sqlp_decision *d;
     minnec_outcome out;
     int pending;              /* checks still running */
@@ -109,8 +109,8 @@ static void act(pg_session *s, pg_minnec *g)
     if (!o->refused)
         minnec_outcome_judge(o);
     if (o->refused) {
-        pg_audit_statement(s, g->m.sql, g->m.len, g->d, g->m.type == 'Q', o);
-        pg_relay_refuse(s, g->m.type, g->m.total, g->refuse_sqlstate, o->reason);
+        pg_audit_statement(s, m->sql, m->len, g->d, m->type == 'Q', o);
+        pg_relay_refuse(s, m->type, m->total, g->refuse_sqlstate, o->reason);
     } else if (o->verdict != MINNEC_RUN) {
         pg_session_log(s, LOG_LEVEL_INFO, "minimum necessary: %s", o->reason);
         if (pg_hold_start(s, m->type, m->total, m->name, m->sql, m->len, m->types, m->types_len, g->d, o))
@@ -174,8 +174,9 @@ static void on_budget(void *arg, const char *err, uint64_t used, int64_t ttl_ms)
     g->budget_op = NULL;
     if (err) {
         /* Fail closed: a budget nobody can read is not a budget. */
-        refuse_with(g, "58000", "PHI row budget of identity \"%s\" cannot be checked, so this PHI read is refused: %s",
-                    s->user, err);
+        refuse_with(g, "58000",
+                    "PHI row budget of identity \"%s\" cannot be checked, so this PHI read is refused: %s", s->user,
+                    err);
     } else {
         g->out.facts.budget_known = true;
         g->out.facts.used = used;

@@ -159,6 +159,27 @@ def test_small_estimate_in_a_transaction_and_pipelined(mgw, raw_patients):
         assert conn.execute("select 'still in step'").fetchone() == ("still in step",)
 
 
+def test_sql_prepare_execute_and_cursors(mgw, raw_patients):
+    """PREPARE returns nothing (not checked); EXECUTE and DECLARE are estimated; FETCH reads its cursor."""
+    with est(mgw) as conn:
+        conn.execute("PREPARE pp AS SELECT first_name, ssn FROM patients WHERE id = $1")
+        rows = conn.execute("EXECUTE pp(9)").fetchall()
+        assert len(rows) == 1
+        assert_masked(rows, raw_patients)
+        with conn.transaction():
+            conn.execute("DECLARE cur CURSOR FOR SELECT first_name, ssn FROM patients LIMIT 10")
+            rows = conn.execute("FETCH 4 FROM cur").fetchall()
+            assert len(rows) == 4
+            assert_masked(rows, raw_patients)
+    assert statement_record(mgw, "EXECUTE pp(9)")["min_necessary"]["estimate"] == 1
+    rec = statement_record(mgw, "DECLARE cur CURSOR FOR SELECT first_name, ssn FROM patients LIMIT 10")
+    assert rec["min_necessary"]["estimate"] == 10, rec
+    rec = statement_record(mgw, "FETCH 4 FROM cur")
+    assert "FETCH" in rec["min_necessary"]["no_estimate"] and rec["min_necessary"]["verdict"] == "run", rec
+    assert "min_necessary" not in statement_record(mgw, "PREPARE pp AS SELECT first_name, ssn FROM patients "
+                                                        "WHERE id = $1")
+
+
 def test_failed_explain_refuses_with_the_servers_sqlstate(mgw):
     """In an aborted transaction the EXPLAIN fails: the statement is refused as the server would refuse it."""
     sql = "SELECT first_name, ssn FROM patients WHERE id = 5"

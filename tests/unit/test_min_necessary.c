@@ -143,6 +143,10 @@ static void test_statements(void)
     CHECK(!minnec_phi_read(&d), "a denied one never runs");
     d = decision(SQLP_ALLOW, SQLP_CLASS_READ, true, "ExplainStmt", false, &st);
     CHECK(!minnec_phi_read(&d), "EXPLAIN returns a plan, not rows");
+    d = decision(SQLP_ALLOW, SQLP_CLASS_READ, true, "PrepareStmt", false, &st);
+    CHECK(!minnec_phi_read(&d), "PREPARE returns nothing (its EXECUTE is checked)");
+    d = decision(SQLP_ALLOW, SQLP_CLASS_READ, true, "ExecuteStmt", false, &st);
+    CHECK(minnec_phi_read(&d) && minnec_plan_kind_of(&d) == MINNEC_PLAN_OK, "EXECUTE is a read, explainable");
     d = decision(SQLP_ALLOW, SQLP_CLASS_WRITE, true, "UpdateStmt", false, &st);
     CHECK(!minnec_phi_read(&d), "writes are not reads");
     d = decision(SQLP_REWRITE, SQLP_CLASS_READ, true, "SelectStmt", true, &st);
@@ -219,6 +223,11 @@ static void test_judge(void)
 
 /* ---- configuration ------------------------------------------------------------------------------ */
 
+/* phigatectl scram-verifier of "pw" */
+#define VERIFIER                                                                                              \
+    "SCRAM-SHA-256$4096:GIaHCGGMGTaD/ikBYC5k9g==$rz65UzyARmJp4mtQdzDFaVkKN7OIryKPW7yvpyTnqdE="                 \
+    ":MgBz+7tQ6yXg0PUXW8eCBAqGOWE+Hjl1UfVXgVxC7FY="
+
 static config *load(const char *roles, char *errors, size_t len)
 {
     char path[] = "/tmp/phigate-minnec-XXXXXX";
@@ -228,8 +237,8 @@ static config *load(const char *roles, char *errors, size_t len)
             "audit: {enabled: false}\n"
             "upstreams:\n  clinic: {host: 127.0.0.1, user: u}\n"
             "roles:\n%s"
-            "identities:\n  agent: {scram: \"SCRAM-SHA-256$4096:GIaHCGGMGTaD/ikBYC5k9g==$rz65UzyARmJp4mtQdzDFaVkKN7OIryKPW7yvpyTnqdE=:MgBz+7tQ6yXg0PUXW8eCBAqGOWE+Hjl1UfVXgVxC7FY=\", role: r}\n",
-            roles);
+            "identities:\n  agent: {scram: \"%s\", role: r}\n",
+            roles, VERIFIER);
     fclose(f);
     config *cfg = config_load(path, errors, len);
     unlink(path);
