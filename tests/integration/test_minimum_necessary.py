@@ -257,6 +257,23 @@ def test_parameterised_read_cannot_be_estimated_and_is_held(mgw, binaries, raw_p
     assert_masked(agent.rows, raw_patients)
 
 
+def test_without_approvals_a_large_estimate_is_refused(start_gateway, binaries, raw_patients):
+    gw = start_gateway({
+        "roles": {"estimator": {"upstreams": ["clinic"], "estimate_row_limit": ESTIMATE_LIMIT}},
+        "identities": {ESTIMATOR: {"scram": scram_verifier(binaries, ESTIMATOR_PASSWORD), "role": "estimator"}},
+    }, name="minnec-noredis")
+    with est(gw) as conn:
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("SELECT first_name, ssn FROM patients LIMIT 50").fetchall()
+        assert e.value.sqlstate == "42501", str(e.value)
+        msg = str(e.value)
+        assert "min_necessary.estimate" in msg and "planner estimate 50 rows > limit 20" in msg, msg
+        assert "approvals are not enabled" in msg, msg
+        rows = conn.execute("SELECT first_name, ssn FROM patients LIMIT 5").fetchall()
+        assert len(rows) == 5
+        assert_masked(rows, raw_patients)
+
+
 def test_non_phi_reads_are_not_estimated(mgw):
     with est(mgw) as conn:
         assert conn.execute("SELECT count(*) FROM wards").fetchone() == (10,)
