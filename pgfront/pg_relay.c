@@ -163,7 +163,7 @@ static fwd_kind classify_client(pg_session *s, char type, struct evbuffer *in, c
                                 uint32_t total)
 {
     /* An EXPLAIN of our own may only go between batches (pg_minnec.c). */
-    if (strchr("BDCH", type))
+    if (type && strchr("BDCH", type))
         s->ext_batch_open = true;
     switch (type) {
     case 'S':
@@ -366,6 +366,22 @@ void pg_relay_audit_released(pg_session *s)
 static void maybe_finish(pg_session *s);
 static void relay_upstream(pg_session *s);
 
+/* The answer to phigate's own EXPLAIN (pg_minnec.c): never the client's, never audited. */
+static void relay_own_explain(pg_session *s, char type, struct evbuffer *in, uint32_t total)
+{
+    char status = 'I';
+    if (type == 'Z') {
+        uint8_t z[PG_HEADER_LEN + 1];
+        if (evbuffer_copyout(in, z, sizeof z) == (ev_ssize_t)sizeof z)
+            status = (char)z[PG_HEADER_LEN];
+    }
+    pg_minnec_upstream_message(s, type, in, total);
+    if (type == 'Z') {
+        on_ready_for_query(s, status);
+        pg_minnec_explain_done(s);
+    }
+}
+
 void pg_relay_upstream_closed(pg_session *s)
 {
     s->upstream_eof = true;
@@ -434,18 +450,7 @@ static void relay_upstream(pg_session *s)
         if (run)
             evbuffer_remove_buffer(in, out, run);
         if (special && pg_minnec_owns_upstream(s)) {
-            /* The answer to phigate's own EXPLAIN: never the client's, never audited. */
-            char status = 'I';
-            if (type == 'Z') {
-                uint8_t z[PG_HEADER_LEN + 1];
-                if (evbuffer_copyout(in, z, sizeof z) == (ev_ssize_t)sizeof z)
-                    status = (char)z[PG_HEADER_LEN];
-            }
-            pg_minnec_upstream_message(s, type, in, total);
-            if (type == 'Z') {
-                on_ready_for_query(s, status);
-                pg_minnec_explain_done(s);
-            }
+            relay_own_explain(s, type, in, total);
         } else if (special) {
             size_t before = evbuffer_get_length(out);
             pg_audit_db_bytes(s, type, in, total);
