@@ -379,12 +379,12 @@ static portal *execute_portal(pg_session *s, struct evbuffer *in, const struct e
 }
 
 const sqlp_decision *pg_audit_execute_decision(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos,
-                                               uint32_t total)
+                                               uint32_t total, const char **statement)
 {
     const sqlp_decision *d = NULL;
     const char *text;
-    if (log_of(s))
-        execute_portal(s, in, pos, total, &d, &text);
+    portal *p = log_of(s) ? execute_portal(s, in, pos, total, &d, &text) : NULL;
+    *statement = p ? p->statement : NULL;
     return d;
 }
 

@@ -43,9 +43,10 @@ void pg_audit_approval(pg_session *s, const char *event, const char *request_id,
 void pg_audit_bind(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos, uint32_t total);
 void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos, uint32_t total,
                       const struct minnec_outcome *mn);
-/* The decision of the prepared statement an Execute runs (NULL: unknown portal, or no audit log). */
+/* The decision of the prepared statement an Execute runs, and its name (NULL:
+ * unknown portal, or no audit log). */
 const sqlp_decision *pg_audit_execute_decision(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos,
-                                               uint32_t total);
+                                               uint32_t total, const char **statement);
 
 /* Upstream message about to be forwarded unchanged. */
 void pg_audit_server_message(pg_session *s, char type, struct evbuffer *in, const struct evbuffer_ptr *pos,

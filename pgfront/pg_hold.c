@@ -10,6 +10,7 @@
 #include "gate/log.h"
 #include "gate/min_necessary.h"
 #include "pgfront/pg_audit.h"
+#include "pgfront/pg_minnec.h"
 #include "pgfront/pg_policy.h"
 #include "pgfront/pg_session.h"
 
@@ -116,6 +117,8 @@ static void on_outcome(void *arg, approval_outcome outcome, const approval_resul
             s->syncs_sent++;
         } else {
             /* A prepared statement is recorded at each Execute, like any other. */
+            if (h->has_mn)
+                pg_minnec_approved_parse(s, h->m.name);
             pg_policy_remember(s, h->m.name, h->m.sql, h->m.len, h->d);
             h->d = NULL;
         }

@@ -55,6 +55,8 @@ void pg_minnec_free(pg_session *s)
     if (s->minnec)
         gate_free(s->minnec);
     s->minnec = NULL;
+    free(s->budget_pass);
+    s->budget_pass = NULL;
 }
 
 /* ---- the verdict ------------------------------------------------------------------ */
@@ -378,7 +380,22 @@ bool pg_minnec_start(pg_session *s, char type, uint32_t total, const char *name,
 bool pg_minnec_execute_needs_check(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos,
                                    uint32_t total)
 {
-    return limits_of(s)->budget_rows > 0 && minnec_phi_read(pg_audit_execute_decision(s, in, pos, total));
+    const char *stmt = NULL;
+    if (limits_of(s)->budget_rows == 0 || !minnec_phi_read(pg_audit_execute_decision(s, in, pos, total, &stmt)))
+        return false;
+    if (s->budget_pass && stmt && strcmp(stmt, s->budget_pass) == 0) {
+        /* Its Parse was held and approved: the approval covers this Execute. */
+        free(s->budget_pass);
+        s->budget_pass = NULL;
+        return false;
+    }
+    return true;
+}
+
+void pg_minnec_approved_parse(pg_session *s, const char *name)
+{
+    free(s->budget_pass);
+    s->budget_pass = strdup(name);
 }
 
 void pg_minnec_start_execute(pg_session *s, uint32_t total)

@@ -45,6 +45,8 @@ bool pg_minnec_execute_needs_check(pg_session *s, struct evbuffer *in, const str
  * runs, or is refused (an Execute cannot wait for approval: its Parse was
  * judged already and the rest of its batch is in flight). */
 void pg_minnec_start_execute(pg_session *s, uint32_t total);
+/* A Parse these checks held was approved: its next Execute runs without a budget check. */
+void pg_minnec_approved_parse(pg_session *s, const char *name);
 
 /* The upstream message at the head of in answers phigate's own EXPLAIN. */
 bool pg_minnec_owns_upstream(const pg_session *s);

@@ -122,6 +122,7 @@ typedef struct pg_session {
     uint64_t explain_ordinal; /* the batch of phigate's own EXPLAIN; 0 = none */
     bool ext_batch_open;   /* extended-protocol messages sent since the last Sync */
     bool execute_checks;   /* the Execute at the head of the input needs its budget checked */
+    char *budget_pass;     /* prepared statement whose next Execute an approval let past the budget */
     bool terminating;      /* the client sent Terminate: relay what is left, then close */
     bool upstream_eof;     /* the upstream closed: relay what it sent, then close */
     bool upstream_paused;  /* stopped reading upstream: client output is full */

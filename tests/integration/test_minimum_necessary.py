@@ -375,6 +375,24 @@ def test_prepared_statement_executes_are_checked_too(mgw, rds, raw_patients):
     assert budget_used(rds, 15) == 15  # the refused Execute returned nothing
 
 
+def test_approved_parse_runs_its_execute_past_the_budget(mgw, binaries, rds, raw_patients):
+    """Extended protocol: the Parse is held (budget used up); its approval covers the Execute behind it."""
+    wait_window_closed(rds)
+    with bud(mgw) as conn:
+        assert len(conn.execute("SELECT first_name, ssn FROM patients LIMIT 12").fetchall()) == 12
+    assert budget_used(rds, BUDGET_ROWS) == BUDGET_ROWS
+    agent = Agent(lambda: bud(mgw), "SELECT first_name, ssn FROM patients WHERE id = %s", (21,))
+    agent.start()
+    req = pending(binaries, mgw, "SELECT first_name, ssn FROM patients WHERE id = $1", BUDGETED, agent=agent)
+    assert req["rule"] == "min_necessary.budget", req
+    r = approvals_ctl(binaries, mgw, "approve", req["id"], "--reason", "one more patient")
+    assert r.returncode == 0, r.stdout + r.stderr
+    agent.outcome()
+    assert agent.error is None, f"{agent.error}\n{mgw.diagnostics()}"
+    assert len(agent.rows) == 1
+    assert_masked(agent.rows, raw_patients)
+
+
 def test_estimate_above_what_is_left_holds(mgw, binaries, rds):
     wait_window_closed(rds)
     with bud(mgw) as conn:
