@@ -101,6 +101,19 @@ def pending(binaries, gw, sql, identity, agent=None):
     return wait_for_request(binaries, gw, sql, agent=agent, identity=identity)
 
 
+def decide(binaries, gw, agent, req, verb, reason):
+    """approve/deny the request with phigatectl, then the agent's outcome."""
+    r = approvals_ctl(binaries, gw, verb, req["id"], "--reason", reason)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return agent.outcome()
+
+
+def assert_rows(agent, gw, n, raw_patients):
+    assert agent.error is None, f"{agent.error}\n{gw.diagnostics()}"
+    assert len(agent.rows) == n
+    assert_masked(agent.rows, raw_patients)
+
+
 class Agent(threading.Thread):
     """One statement in the background (it may wait for an approval)."""
 
@@ -209,12 +222,8 @@ def test_large_estimate_held_and_approved_returns_masked_rows(mgw, binaries, raw
     time.sleep(0.3)
     assert agent.is_alive(), "the statement should wait for the approval"
 
-    r = approvals_ctl(binaries, mgw, "approve", req["id"], "--reason", "cohort review")
-    assert r.returncode == 0, r.stdout + r.stderr
-    agent.outcome()
-    assert agent.error is None, f"{agent.error}\n{mgw.diagnostics()}"
-    assert len(agent.rows) == 90
-    assert_masked(agent.rows, raw_patients)
+    decide(binaries, mgw, agent, req, "approve", "cohort review")
+    assert_rows(agent, mgw, 90, raw_patients)
     assert agent.after == (10,)
 
     rec = statement_record(mgw, sql, lambda r: r.get("approval") == req["id"])
@@ -230,9 +239,7 @@ def test_large_estimate_denied_is_recorded_as_held(mgw, binaries):
     agent = Agent(lambda: est(mgw), sql)
     agent.start()
     req = pending(binaries, mgw, sql, ESTIMATOR, agent=agent)
-    r = approvals_ctl(binaries, mgw, "deny", req["id"], "--reason", "too wide")
-    assert r.returncode == 0, r.stdout + r.stderr
-    agent.outcome()
+    decide(binaries, mgw, agent, req, "deny", "too wide")
     assert agent.error is not None and agent.error.sqlstate == "42501", agent.error
     assert "too wide" in str(agent.error)
     assert agent.after == (10,)
@@ -249,12 +256,8 @@ def test_parameterised_read_cannot_be_estimated_and_is_held(mgw, binaries, raw_p
     req = pending(binaries, mgw, wire_sql, ESTIMATOR, agent=agent)
     assert req["rule"] == "min_necessary.no_estimate", req
     assert "bind parameters" in req["reason"], req
-    r = approvals_ctl(binaries, mgw, "approve", req["id"], "--reason", "one patient")
-    assert r.returncode == 0, r.stdout + r.stderr
-    agent.outcome()
-    assert agent.error is None, agent.error
-    assert len(agent.rows) == 1
-    assert_masked(agent.rows, raw_patients)
+    decide(binaries, mgw, agent, req, "approve", "one patient")
+    assert_rows(agent, mgw, 1, raw_patients)
 
 
 def test_without_approvals_a_large_estimate_is_refused(start_gateway, binaries, raw_patients):
@@ -339,9 +342,7 @@ def test_budget_used_up_holds_then_window_resets(mgw, binaries, rds, raw_patient
     req = pending(binaries, mgw, sql, BUDGETED, agent=agent)
     assert req["rule"] == "min_necessary.budget", req
     assert req["reason"].startswith(f"PHI row budget used up: {BUDGET_ROWS} of {BUDGET_ROWS} rows"), req
-    r = approvals_ctl(binaries, mgw, "deny", req["id"], "--reason", "budget is there for a reason")
-    assert r.returncode == 0, r.stdout + r.stderr
-    agent.outcome()
+    decide(binaries, mgw, agent, req, "deny", "budget is there for a reason")
     assert agent.error is not None and agent.error.sqlstate == "42501", agent.error
     rec = statement_record(mgw, sql)
     assert rec["decision"] == "hold" and rec["min_necessary"]["budget_left"] == 0, rec
@@ -385,12 +386,8 @@ def test_approved_parse_runs_its_execute_past_the_budget(mgw, binaries, rds, raw
     agent.start()
     req = pending(binaries, mgw, "SELECT first_name, ssn FROM patients WHERE id = $1", BUDGETED, agent=agent)
     assert req["rule"] == "min_necessary.budget", req
-    r = approvals_ctl(binaries, mgw, "approve", req["id"], "--reason", "one more patient")
-    assert r.returncode == 0, r.stdout + r.stderr
-    agent.outcome()
-    assert agent.error is None, f"{agent.error}\n{mgw.diagnostics()}"
-    assert len(agent.rows) == 1
-    assert_masked(agent.rows, raw_patients)
+    decide(binaries, mgw, agent, req, "approve", "one more patient")
+    assert_rows(agent, mgw, 1, raw_patients)
 
 
 def test_estimate_above_what_is_left_holds(mgw, binaries, rds):
@@ -403,9 +400,7 @@ def test_estimate_above_what_is_left_holds(mgw, binaries, rds):
     req = pending(binaries, mgw, sql, BUDGETED, agent=agent)
     assert req["rule"] == "min_necessary.budget", req
     assert req["reason"].startswith("planner estimate 5 rows > PHI row budget left 2"), req
-    r = approvals_ctl(binaries, mgw, "approve", req["id"], "--reason", "just this once")
-    assert r.returncode == 0, r.stdout + r.stderr
-    agent.outcome()
+    decide(binaries, mgw, agent, req, "approve", "just this once")
     assert agent.error is None and len(agent.rows) == 5, agent.error
     # Approved rows are counted too (in a new window if this one closed while the approver decided).
     used = budget_used(rds, 15)
