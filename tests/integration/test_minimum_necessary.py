@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import redis
 
-from harness import (APPROVER, approvals_ctl, approvals_overrides, run_ctl, scram_verifier,
+from harness import (APPROVER, approvals_ctl, approvals_overrides, free_port, run_ctl, scram_verifier,
                      stop_and_check)
 from test_approvals import (redis_restarted_afterwards, redis_running, start_redis,  # noqa: F401
                             wait_for_request)
@@ -36,7 +36,8 @@ WINDOW_S = 4  # short, yet long enough for a loaded machine to reach the check i
 
 
 @pytest.fixture(scope="module")
-def mgw(gateway_maker, binaries, stack, redis_secret_file, approver_verifier):
+def minnec_config(binaries, stack, redis_secret_file, approver_verifier):
+    """The overrides of this module's phigates: both roles, on this run's Redis key prefix."""
     overrides = approvals_overrides(stack, redis_secret_file, {APPROVER: approver_verifier}, wait_ms=30000,
                                     key_prefix=KEY_PREFIX)
     overrides["roles"] = {
@@ -47,7 +48,12 @@ def mgw(gateway_maker, binaries, stack, redis_secret_file, approver_verifier):
         ESTIMATOR: {"scram": scram_verifier(binaries, ESTIMATOR_PASSWORD), "role": "estimator"},
         BUDGETED: {"scram": scram_verifier(binaries, BUDGETED_PASSWORD), "role": "budgeted"},
     }
-    gw = gateway_maker(overrides, name="minnec")
+    return overrides
+
+
+@pytest.fixture(scope="module")
+def mgw(gateway_maker, minnec_config):
+    gw = gateway_maker(minnec_config, name="minnec")
     yield gw
     stop_and_check(gw)
 
@@ -412,6 +418,27 @@ def test_estimate_above_what_is_left_holds(mgw, binaries, rds):
     # Approved rows are counted too (in a new window if this one closed while the approver decided).
     used = budget_used(rds, 15)
     assert used is not None and int(used) in (15, 5), used
+
+
+def test_two_phigates_share_one_budget(mgw, start_gateway, minnec_config, binaries, rds, raw_patients):
+    """Rows read through one phigate count in the other: the budget lives in Redis."""
+    other = start_gateway(dict(minnec_config, admin={"address": "127.0.0.1", "port": free_port()}), name="minnec-b")
+    wait_window_closed(rds)
+    with bud(mgw) as conn:
+        assert len(conn.execute("SELECT first_name, ssn FROM patients LIMIT 7").fetchall()) == 7
+    assert budget_used(rds, 7) == 7
+    with bud(other) as conn:
+        rows = conn.execute("SELECT first_name, ssn FROM patients LIMIT 5 OFFSET 50").fetchall()
+        assert len(rows) == 5
+        assert_masked(rows, raw_patients)
+    assert budget_used(rds, BUDGET_ROWS) == BUDGET_ROWS
+    sql = "SELECT first_name, ssn FROM patients WHERE id = 30"
+    agent = Agent(lambda: bud(mgw), sql)
+    agent.start()
+    req = pending(binaries, mgw, sql, BUDGETED, agent=agent)
+    assert req["rule"] == "min_necessary.budget", req
+    decide(binaries, other, agent, req, "approve", "approved through the other phigate")
+    assert_rows(agent, mgw, 1, raw_patients)
 
 
 def test_redis_down_refuses_budgeted_phi_reads_only(mgw, stack, raw_patients, redis_restarted_afterwards):
