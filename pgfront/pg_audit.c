@@ -149,12 +149,12 @@ void pg_audit_disconnect(pg_session *s, const char *why)
 
 /* ---- statements ------------------------------------------------------------------ */
 
-static void push_tracker(pg_session *s, track_kind kind, uint64_t stmt, const sqlp_decision *d)
+static void push_tracker(pg_session *s, track_kind kind, uint64_t stmt, bool phi_rows)
 {
     pg_audit_state *st = state_of(s);
     tracker *t = calloc(1, sizeof *t);
     t->kind = kind;
-    t->phi_rows = minnec_phi_read(d);
+    t->phi_rows = phi_rows;
     t->stmt = stmt;
     t->ordinal = s->syncs_sent + 1;
     t->started_ns = now_ns();
@@ -268,7 +268,7 @@ void pg_audit_statement_approved(pg_session *s, const char *sql, size_t len, con
     s->statements++;
     statement_record(s, sql, len, d, NULL, 0, approval_id, mn);
     /* A Query's result (or refusal) ends at its ReadyForQuery; a refused Parse's at its error. */
-    push_tracker(s, query ? TRACK_QUERY : TRACK_EXECUTE, s->statements, d);
+    push_tracker(s, query ? TRACK_QUERY : TRACK_EXECUTE, s->statements, minnec_phi_read(d));
 }
 
 void pg_audit_approval(pg_session *s, const char *event, const char *request_id, const char *approver,
@@ -410,7 +410,10 @@ void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_
                                      .received_len = sizeof unknown - 1, .decision = "allow"};
         append_waited(s, audit_rec_statement(&info));
     }
-    push_tracker(s, TRACK_EXECUTE, s->statements, d);
+    /* A portal phigate lost track of (past MAX_PORTALS) may be anything: its rows
+     * count against a budget, so forgetting cannot be a way around it. */
+    push_tracker(s, TRACK_EXECUTE, s->statements,
+                 d ? minnec_phi_read(d) : s->identity->role->minnec.budget_rows > 0);
 }
 
 /* ---- results ------------------------------------------------------------------------ */

@@ -381,7 +381,11 @@ bool pg_minnec_execute_needs_check(pg_session *s, struct evbuffer *in, const str
                                    uint32_t total)
 {
     const char *stmt = NULL;
-    if (limits_of(s)->budget_rows == 0 || !minnec_phi_read(pg_audit_execute_decision(s, in, pos, total, &stmt)))
+    if (limits_of(s)->budget_rows == 0)
+        return false;
+    const sqlp_decision *d = pg_audit_execute_decision(s, in, pos, total, &stmt);
+    /* A portal or statement phigate lost track of (past its caps) is checked like a PHI read. */
+    if (d && !minnec_phi_read(d))
         return false;
     if (s->budget_pass && stmt && strcmp(stmt, s->budget_pass) == 0) {
         /* Its Parse was held and approved: the approval covers this Execute. */

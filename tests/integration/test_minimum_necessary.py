@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import signal
+import struct
 import threading
 import time
 
@@ -24,6 +25,7 @@ import redis
 
 from harness import (APPROVER, approvals_ctl, approvals_overrides, free_port, run_ctl, scram_verifier,
                      stop_and_check)
+from pgwire import RawClient, errors_of, message, rows_of
 from test_approvals import (redis_restarted_afterwards, redis_running, start_redis,  # noqa: F401
                             wait_for_request)
 
@@ -401,6 +403,31 @@ def test_approved_parse_runs_its_execute_past_the_budget(mgw, binaries, rds, raw
     assert req["rule"] == "min_necessary.budget", req
     decide(binaries, mgw, agent, req, "approve", "one more patient")
     assert_rows(agent, mgw, 1, raw_patients)
+
+
+def test_portals_past_phigates_cap_are_still_counted(mgw, rds):
+    """Raw protocol: 70 portals on one prepared PHI read; phigate tracks 64. An Execute of a portal it
+    lost is still budget-checked and its rows still counted (forgetting is no way around the budget)."""
+    wait_window_closed(rds)
+    c = RawClient(mgw.host, mgw.port)
+    try:
+        c.login(BUDGETED, BUDGETED_PASSWORD, "clinic")
+        c.query("BEGIN")  # portals outlive a Sync only inside a transaction
+        batch = message(b"P", b"s1\0SELECT first_name, ssn FROM patients LIMIT 3\0" + struct.pack("!H", 0))
+        for i in range(70):
+            batch += message(b"B", f"p{i}".encode() + b"\0s1\0" + struct.pack("!HHH", 0, 0, 0))
+        c.send(batch + message(b"S"))
+        msgs = c.read_until_ready()
+        assert not errors_of(msgs), errors_of(msgs)
+        for portal, used in ((b"p69", 3), (b"p0", 6), (b"p64", 9)):  # p63..p68 share the last slot
+            c.send(message(b"E", portal + b"\0" + struct.pack("!i", 0)) + message(b"S"))
+            msgs = c.read_until_ready()
+            assert not errors_of(msgs), errors_of(msgs)
+            assert len(rows_of(msgs)) == 3
+            assert budget_used(rds, used) == used, portal
+        c.query("COMMIT")
+    finally:
+        c.close()
 
 
 def test_estimate_above_what_is_left_holds(mgw, binaries, rds):
