@@ -72,7 +72,9 @@ char *minnec_explain_sql(const sqlp_decision *d, sqlp_dialect dialect) MINNEC_WU
 bool minnec_pg_plan_rows(const char *json, size_t len, uint64_t *rows, char *err, size_t errlen) MINNEC_WUR;
 /* MySQL's EXPLAIN FORMAT=JSON ("rows_produced_per_join" of the last table of
  * the join, else "rows_examined_per_scan") or MariaDB's ("rows" x
- * "filtered" / 100 over the join).  Unions add their parts. */
+ * "filtered" / 100 over the join).  Unions add their parts.  MariaDB's figure
+ * ignores LIMIT (LIMIT 90 on 500 rows says 500): a front may cap the estimate
+ * by the statement's constant LIMIT before judging. */
 bool minnec_mysql_plan_rows(const char *json, size_t len, uint64_t *rows, char *err, size_t errlen) MINNEC_WUR;
 
 /* What was known when the statement was judged (and goes to the audit log). */
