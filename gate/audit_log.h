@@ -167,6 +167,7 @@ typedef struct {
     const audit_column *columns;       /* masking per output column */
     size_t ncolumns;
     const char *approval_id;           /* approval that released it; NULL = none */
+    const struct minnec_outcome *min_necessary; /* estimate/budget checks (gate/min_necessary.h); NULL = none */
 } audit_statement_info;
 
 typedef struct {

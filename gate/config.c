@@ -496,18 +496,77 @@ static void load_role_classes(cfg_ctx *c, cfg_role *r, const yaml_node_t *map)
     }
 }
 
+/* "500ms", "2s", "30m", "1h", "1d" or plain seconds. */
+static bool parse_duration_ms(const char *s, int64_t *ms)
+{
+    static const struct { const char *unit; int64_t ms; } units[] = {
+        {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}, {"", 1000},
+    };
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || errno || v < 0)
+        return false;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(end, units[i].unit) == 0) {
+            if (v > INT64_MAX / units[i].ms)
+                return false;
+            *ms = v * units[i].ms;
+            return true;
+        }
+    return false;
+}
+
+/* estimate_row_limit: N and phi_row_budget: {rows: N, window: 1h} (gate/min_necessary.h). */
+static void load_role_minnec(cfg_ctx *c, cfg_role *r, const yaml_node_t *map)
+{
+    minnec_limits *l = &r->minnec;
+    l->estimate_row_limit = -1;
+    const yaml_node_t *lim = map_get(c, map, "estimate_row_limit");
+    int64_t v;
+    if (lim && (!scalar(lim) || !parse_int64(scalar(lim), &v) || v < 0))
+        cfg_error(c->err, lim, "roles.%s.estimate_row_limit must be a number of rows >= 0", r->name);
+    else if (lim)
+        l->estimate_row_limit = v;
+    const yaml_node_t *b = map_get(c, map, "phi_row_budget");
+    if (!b)
+        return;
+    if (b->type != YAML_MAPPING_NODE) {
+        cfg_error(c->err, b, "roles.%s.phi_row_budget must be a mapping {rows: N, window: 1h}", r->name);
+        return;
+    }
+    for (yaml_node_pair_t *p = b->data.mapping.pairs.start; p < b->data.mapping.pairs.top; p++) {
+        const char *key = scalar(node_at(c, p->key));
+        if (!key || (strcmp(key, "rows") != 0 && strcmp(key, "window") != 0))
+            cfg_error(c->err, node_at(c, p->key), "unknown setting \"%s\" in roles.%s.phi_row_budget",
+                      key ? key : "?", r->name);
+    }
+    const yaml_node_t *rows = map_get(c, b, "rows"), *win = map_get(c, b, "window");
+    if (!rows || !scalar(rows) || !parse_int64(scalar(rows), &v) || v < 1)
+        cfg_error(c->err, rows ? rows : b, "roles.%s.phi_row_budget.rows must be a number of rows >= 1", r->name);
+    else
+        l->budget_rows = (uint64_t)v;
+    if (!win || !scalar(win) || !parse_duration_ms(scalar(win), &v) || v < 1000 || v > MINNEC_MAX_WINDOW_MS)
+        cfg_error(c->err, win ? win : b,
+                  "roles.%s.phi_row_budget.window must be a duration from 1s to 7d (e.g. 30s, 15m, 1h)", r->name);
+    else
+        l->budget_window_ms = (uint32_t)v;
+}
+
 static void load_role(cfg_ctx *c, cfg_role *r, const char *name, const yaml_node_t *map)
 {
     r->name = strdup(name);
     r->policy.name = r->name;
     r->policy.unscoped_row_limit = 100;
+    r->minnec.estimate_row_limit = -1;
     if (!map || map->type != YAML_MAPPING_NODE) {
         cfg_error(c->err, map, "roles.%s must be a mapping", name);
         r->upstreams = calloc(1, sizeof(char *));
         return;
     }
     static const char *const known[] = {"upstreams", "classes", "unscoped_row_limit", "masking_profile",
-                                        "functions_allow", "functions_deny", "unmasked", NULL};
+                                        "functions_allow", "functions_deny", "unmasked",
+                                        "estimate_row_limit", "phi_row_budget", NULL};
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
         yaml_node_t *k = node_at(c, p->key);
         const char *key = scalar(k);
@@ -534,6 +593,7 @@ static void load_role(cfg_ctx *c, cfg_role *r, const char *name, const yaml_node
     const char *unmasked = scalar(map_get(c, map, "unmasked"));
     if (unmasked && !parse_bool(unmasked, &r->policy.unmasked))
         cfg_error(c->err, map_get(c, map, "unmasked"), "roles.%s.unmasked must be true or false", name);
+    load_role_minnec(c, r, map);
 }
 
 /* "*<40 hex>" or "<40 hex>": MySQL's authentication_string of mysql_native_password. */
@@ -783,6 +843,15 @@ static void check_client_cert_settings(cfg_ctx *c, config *cfg, const yaml_node_
 static void check_references(cfg_ctx *c, config *cfg, const yaml_node_t *root)
 {
     check_oidc_references(c, cfg, root);
+    for (size_t i = 0; i < cfg->nroles; i++)
+        if (cfg->roles[i].minnec.budget_rows > 0 && !cfg->redis_enabled)
+            cfg_error(c->err, map_get(c, root, "roles"),
+                      "roles.%s.phi_row_budget: budgets are counted in Redis; add a redis: section",
+                      cfg->roles[i].name);
+        else if (cfg->roles[i].minnec.budget_rows > 0 && !cfg->audit_enabled)
+            cfg_error(c->err, map_get(c, root, "roles"),
+                      "roles.%s.phi_row_budget: rows are counted by the audit log's result tracking; "
+                      "a budget needs audit enabled", cfg->roles[i].name);
     for (size_t i = 0; i < cfg->nroles; i++)
         for (char **u = cfg->roles[i].upstreams; u && *u; u++)
             if (!config_find_upstream(cfg, *u))

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "gate/log.h"
+#include "gate/min_necessary.h"
 #include "gate/scram.h"
 #include "sqlpolicy/sqlpolicy.h"
 
@@ -44,6 +45,7 @@ typedef struct cfg_role {
     char *name;
     char **upstreams; /* NULL-terminated names of upstreams this role may use */
     sqlp_role policy;
+    minnec_limits minnec; /* estimate_row_limit, phi_row_budget (gate/min_necessary.h) */
 } cfg_role;
 
 /* An OIDC issuer whose signed tokens (JWT) agents present as their password. */

@@ -20,6 +20,8 @@
 #include "gate/audit_log.h"
 #include "gate/conn.h"
 #include "gate/log.h"
+#include "gate/min_necessary.h"
+#include "pgfront/pg_minnec.h"
 #include "pgfront/pg_policy.h"
 #include "pgfront/pg_session.h"
 
@@ -35,6 +37,7 @@ typedef struct tracker {
     uint64_t ordinal;
     uint64_t started_ns;
     uint64_t rows, bytes;
+    bool phi_rows; /* a PHI read: its rows count against the identity's budget */
     EVP_MD_CTX *db, *agent;
     char sqlstate[6];
 } tracker;
@@ -146,11 +149,12 @@ void pg_audit_disconnect(pg_session *s, const char *why)
 
 /* ---- statements ------------------------------------------------------------------ */
 
-static void push_tracker(pg_session *s, track_kind kind, uint64_t stmt)
+static void push_tracker(pg_session *s, track_kind kind, uint64_t stmt, bool phi_rows)
 {
     pg_audit_state *st = state_of(s);
     tracker *t = calloc(1, sizeof *t);
     t->kind = kind;
+    t->phi_rows = phi_rows;
     t->stmt = stmt;
     t->ordinal = s->syncs_sent + 1;
     t->started_ns = now_ns();
@@ -207,7 +211,8 @@ static size_t lineage_tables(const sqlp_decision *d, char names[MAX_TABLES][128]
 }
 
 static void statement_record(pg_session *s, const char *sql, size_t len, const sqlp_decision *d,
-                             const audit_param *params, size_t nparams, const char *approval_id)
+                             const audit_param *params, size_t nparams, const char *approval_id,
+                             const minnec_outcome *mn)
 {
     audit_column cols[64];
     size_t ncols;
@@ -218,10 +223,14 @@ static void statement_record(pg_session *s, const char *sql, size_t len, const s
     for (size_t i = 0; i < ntables; i++)
         tables[i] = table_names[i];
     /* A held statement that an approval released runs like an allowed one. */
-    bool sent = d->verdict == SQLP_ALLOW || d->verdict == SQLP_REWRITE || approval_id;
+    /* ...and one the minimum-necessary checks held or refused did not run. */
+    bool stopped = !approval_id && mn && mn->limits && (mn->refused || mn->verdict != MINNEC_RUN);
+    bool sent = !stopped && (d->verdict == SQLP_ALLOW || d->verdict == SQLP_REWRITE || approval_id);
     const char *upstream = sent ? d->upstream_sql : NULL;
     bool rewritten = upstream && (strlen(upstream) != len || memcmp(upstream, sql, len) != 0);
     const char *decision = approval_id ? (rewritten ? "rewrite" : "allow") : sqlp_verdict_name(d->verdict);
+    if (stopped)
+        decision = mn->refused ? "deny" : "hold";
     audit_statement_info info = {
         .session = s->audit_session,
         .stmt = s->statements,
@@ -233,35 +242,33 @@ static void statement_record(pg_session *s, const char *sql, size_t len, const s
         .nparams = nparams,
         .decision = decision,
         .statement_class = d->nstatements ? sqlp_class_name(d->statements[0].stmt_class) : NULL,
-        .rule = d->rule,
-        .reason = d->reason,
+        .rule = stopped ? mn->rule : d->rule,
+        .reason = stopped ? mn->reason : d->reason,
         .tables = tables,
         .ntables = ntables,
         .columns = cols,
         .ncolumns = ncols,
         .approval_id = approval_id,
+        .min_necessary = mn,
     };
     append_waited(s, audit_rec_statement(&info));
 }
 
-void pg_audit_statement(pg_session *s, const char *sql, size_t len, const sqlp_decision *d, bool query)
+void pg_audit_statement(pg_session *s, const char *sql, size_t len, const sqlp_decision *d, bool query,
+                        const minnec_outcome *mn)
 {
-    if (!log_of(s))
-        return;
-    s->statements++;
-    statement_record(s, sql, len, d, NULL, 0, NULL);
-    /* A Query's result (or refusal) ends at its ReadyForQuery; a refused Parse's at its error. */
-    push_tracker(s, query ? TRACK_QUERY : TRACK_EXECUTE, s->statements);
+    pg_audit_statement_approved(s, sql, len, d, query, NULL, mn);
 }
 
 void pg_audit_statement_approved(pg_session *s, const char *sql, size_t len, const sqlp_decision *d, bool query,
-                                 const char *approval_id)
+                                 const char *approval_id, const minnec_outcome *mn)
 {
     if (!log_of(s))
         return;
     s->statements++;
-    statement_record(s, sql, len, d, NULL, 0, approval_id);
-    push_tracker(s, query ? TRACK_QUERY : TRACK_EXECUTE, s->statements);
+    statement_record(s, sql, len, d, NULL, 0, approval_id, mn);
+    /* A Query's result (or refusal) ends at its ReadyForQuery; a refused Parse's at its error. */
+    push_tracker(s, query ? TRACK_QUERY : TRACK_EXECUTE, s->statements, minnec_phi_read(d));
 }
 
 void pg_audit_approval(pg_session *s, const char *event, const char *request_id, const char *approver,
@@ -351,10 +358,10 @@ void pg_audit_bind(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr
     free(msg);
 }
 
-void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos, uint32_t total)
+/* The portal an Execute names, and the decision and text of its statement. */
+static portal *execute_portal(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos, uint32_t total,
+                              const sqlp_decision **d, const char **text)
 {
-    if (!log_of(s))
-        return;
     pg_audit_state *st = state_of(s);
     char head[PG_HEADER_LEN + 128];
     size_t want = total < sizeof head ? total : sizeof head;
@@ -366,15 +373,36 @@ void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_
     if (!pg_get_cstring(&c, &pname, NULL))
         pname = "";
     portal *p = find_portal(st, pname);
+    *text = NULL;
+    *d = p ? pg_policy_prepared(s, p->statement, text) : NULL;
+    return p;
+}
+
+const sqlp_decision *pg_audit_execute_decision(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos,
+                                               uint32_t total, const char **statement)
+{
+    const sqlp_decision *d = NULL;
+    const char *text;
+    portal *p = log_of(s) ? execute_portal(s, in, pos, total, &d, &text) : NULL;
+    *statement = p ? p->statement : NULL;
+    return d;
+}
+
+void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos, uint32_t total,
+                      const minnec_outcome *mn)
+{
+    if (!log_of(s))
+        return;
     const char *text = NULL;
-    const sqlp_decision *d = p ? pg_policy_prepared(s, p->statement, &text) : NULL;
+    const sqlp_decision *d;
+    portal *p = execute_portal(s, in, pos, total, &d, &text);
     audit_param params[256];
     size_t np = 0;
     for (size_t i = 0; p && i < p->nparams && i < 256; i++, np++)
         params[i] = p->null[i] ? (audit_param){NULL, 0} : (audit_param){p->params[i], strlen(p->params[i])};
     s->statements++;
     if (d) {
-        statement_record(s, text, strlen(text), d, params, np, NULL);
+        statement_record(s, text, strlen(text), d, params, np, NULL, mn);
     } else {
         /* Unknown portal: the server will fail it; still one record per Execute. */
         static const char unknown[] = "(execute of an unknown portal)";
@@ -382,7 +410,10 @@ void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_
                                      .received_len = sizeof unknown - 1, .decision = "allow"};
         append_waited(s, audit_rec_statement(&info));
     }
-    push_tracker(s, TRACK_EXECUTE, s->statements);
+    /* A portal phigate lost track of (past MAX_PORTALS) may be anything: its rows
+     * count against a budget, so forgetting cannot be a way around it. */
+    push_tracker(s, TRACK_EXECUTE, s->statements,
+                 d ? minnec_phi_read(d) : s->role->minnec.budget_rows > 0);
 }
 
 /* ---- results ------------------------------------------------------------------------ */
@@ -405,6 +436,8 @@ static void finish(pg_session *s, tracker *t, bool executed)
         .error = executed ? NULL : "not executed: an earlier message of its batch failed",
     };
     audit_log_append(log_of(s), audit_rec_result(&r), NULL, NULL);
+    if (t->phi_rows && t->rows)
+        pg_minnec_count_rows(s, t->rows);
 }
 
 static void pop_head(pg_audit_state *st)

@@ -28,6 +28,7 @@
 #include "pgfront/pg_audit.h"
 #include "pgfront/pg_engines.h"
 #include "pgfront/pg_hold.h"
+#include "pgfront/pg_minnec.h"
 #include "pgfront/pg_policy.h"
 
 struct pg_server {
@@ -137,6 +138,7 @@ static void session_free(pg_session *s)
     oidc_cancel(s->oidc_wait);
     pg_engines_forget(s->server->engines, s);
     pg_hold_free(s);
+    pg_minnec_free(s);
     pg_relay_free(s);
     pg_audit_session_free(s);
     if (s->timer)

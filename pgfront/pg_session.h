@@ -123,6 +123,11 @@ typedef struct pg_session {
     size_t limit_slot;     /* its identity's slot in the server's limits (by name) */
     bool audit_held;       /* stopped reading upstream: results wait for the audit log */
     struct pg_held *held;  /* a statement waiting for approval (pg_hold.c) */
+    struct pg_minnec *minnec; /* a PHI read waiting for its estimate / budget checks (pg_minnec.c) */
+    uint64_t explain_ordinal; /* the batch of phigate's own EXPLAIN; 0 = none */
+    bool ext_batch_open;   /* extended-protocol messages sent since the last Sync */
+    bool execute_checks;   /* the Execute at the head of the input needs its budget checked */
+    char *budget_pass;     /* prepared statement whose next Execute an approval let past the budget */
     bool terminating;      /* the client sent Terminate: relay what is left, then close */
     bool upstream_eof;     /* the upstream closed: relay what it sent, then close */
     bool upstream_paused;  /* stopped reading upstream: client output is full */

@@ -114,6 +114,10 @@ roles:
   analyst:
     upstreams: [clinic, bench, clinic_mysql]
     unscoped_row_limit: 100
+    # minimum necessary (README): hold PHI reads the planner estimates above N rows, and
+    # budget the PHI rows an identity gets per window (PostgreSQL front)
+    # estimate_row_limit: 1000
+    # phi_row_budget: {rows: 10000, window: 1h}
 identities:
   demo_agent:
     scram: "$(verifier demo_agent)"

@@ -546,8 +546,10 @@ static void expr_node(an_run *r, const Node *n, an_level *lv, an_ctx ctx, sp_lin
     case PG_QUERY__NODE__NODE_COLUMN_REF:
         colref(r, n->column_ref, lv, ctx, out, eq);
         return; /* keeps SP_LIN_IDENT */
-    case PG_QUERY__NODE__NODE_A_CONST:
     case PG_QUERY__NODE__NODE_PARAM_REF:
+        r->an->st->params = true;
+        break;
+    case PG_QUERY__NODE__NODE_A_CONST:
     case PG_QUERY__NODE__NODE_SQLVALUE_FUNCTION:
     case PG_QUERY__NODE__NODE_SET_TO_DEFAULT:
     case PG_QUERY__NODE__NODE_CURRENT_OF_EXPR:

@@ -118,15 +118,16 @@ def pending_requests(binaries, gw):
     return json.loads(r.stdout)["requests"]
 
 
-def wait_for_request(binaries, gw, sql, timeout=15, agent=None):
+def wait_for_request(binaries, gw, sql, timeout=15, agent=None, identity=AGENT):
     """The pending request (dict from the API) whose statement is exactly sql."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for req in pending_requests(binaries, gw):
-            if req["statement"] == sql and req["identity"] == AGENT:
+            if req["statement"] == sql and req["identity"] == identity:
                 return req
         if agent is not None and not agent.is_alive():
-            pytest.fail(f"the agent finished before its request appeared: {agent.describe()}\n{gw.diagnostics()}")
+            pytest.fail(f"the agent finished before its request appeared: {agent.error or agent.rows}\n"
+                        f"{gw.diagnostics()}")
         time.sleep(0.1)
     pytest.fail(f"no pending request for {sql!r} within {timeout} s\n{gw.diagnostics()}")
 
