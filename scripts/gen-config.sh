@@ -20,7 +20,7 @@ PG_LISTEN_PORT-352). Upstreams: clinic and bench on the stack's PostgreSQL.
 USAGE
 }
 [[ ${1:-} == --help || ${1:-} == -h ]] && { usage; exit 0; }
-[[ $# -eq 2 || $# -eq 3 ]] || { usage >&2; exit 2; }
+[[ $# -ge 2 && $# -le 4 ]] || { usage >&2; exit 2; }
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 DIR=$(realpath -m -- "$1")
