@@ -123,11 +123,11 @@ static void report(bench *b, int n, double secs, const audit_log_stats *st)
     fflush(stdout);
 }
 
-static int run(const char *dir, const char *key, int n, double seconds)
+static int run(const char *dir, const char *key, int n, double seconds, uint64_t prealloc)
 {
     bench b = {.base = event_base_new()};
     char err[512];
-    audit_log_opts o = {.dir = dir, .key_path = key, .base = b.base};
+    audit_log_opts o = {.dir = dir, .key_path = key, .base = b.base, .preallocate_bytes = prealloc};
     b.log = audit_log_open(&o, err, sizeof err);
     if (!b.log) {
         fprintf(stderr, "audit_bench: %s\n", err);
@@ -161,22 +161,27 @@ int main(int argc, char **argv)
     static const struct option opts[] = {{"dir", required_argument, 0, 'd'},
                                          {"seconds", required_argument, 0, 's'},
                                          {"sessions", required_argument, 0, 'n'},
+                                         {"preallocate", required_argument, 0, 'p'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     char dirbuf[] = "/var/tmp/phigate-audit-bench-XXXXXX";
     const char *dir = NULL, *list = "1,8,64,256";
     double seconds = 3;
+    uint64_t prealloc = 1u << 20; /* phigate's default (audit.preallocate_bytes) */
     int c;
-    while ((c = getopt_long(argc, argv, "d:s:n:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "d:s:n:p:h", opts, NULL)) != -1) {
         if (c == 'd')
             dir = optarg;
         else if (c == 's')
             seconds = atof(optarg);
         else if (c == 'n')
             list = optarg;
+        else if (c == 'p')
+            prealloc = strtoull(optarg, NULL, 10);
         else {
             fprintf(c == 'h' ? stdout : stderr,
-                    "Usage: audit_bench [--dir DIR] [--seconds S] [--sessions N[,N...]]\n");
+                    "Usage: audit_bench [--dir DIR] [--seconds S] [--sessions N[,N...]] [--preallocate BYTES]\n"
+                    "  --preallocate  zeroed space kept ahead of the records (default 1048576, 0 = off)\n");
             return c == 'h' ? 0 : 2;
         }
     }
@@ -192,14 +197,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "audit_bench: %s\n", err);
         return 1;
     }
-    printf("audit_bench: dir %s, %.0f s per run, closed loop (append -> wait for durable -> append)\n", dir, seconds);
+    printf("audit_bench: dir %s, %.0f s per run, preallocate %" PRIu64 " bytes, closed loop (append -> wait for "
+           "durable -> append)\n", dir, seconds, prealloc);
     printf("%8s %12s %10s %10s %10s %10s %10s %10s %8s\n", "sessions", "records/s", "rec/sync", "max batch",
            "sync us", "median us", "p99 us", "append us", "failed");
     char *copy = strdup(list);
     for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) {
         char logdir[4300];
         snprintf(logdir, sizeof logdir, "%s/log-%s", dir, tok);
-        if (run(logdir, key, atoi(tok) > 0 ? atoi(tok) : 1, seconds) != 0)
+        if (run(logdir, key, atoi(tok) > 0 ? atoi(tok) : 1, seconds, prealloc) != 0)
             return 1;
     }
     free(copy);

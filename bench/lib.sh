@@ -33,7 +33,6 @@ bench_cleanup() {
 
 bench_gen_config() {
   PHIGATE_BUILD=$BUILD "$REPO/scripts/gen-config.sh" "$WORK/phigate" "$PHIGATE_PORT" "$((PHIGATE_PORT_BASE + 580))" >/dev/null
-  sed -i 's/^  log_level: info/  log_level: warn/' "$WORK/phigate/phigate.yaml"
   AGENT_PW=$(<"$WORK/phigate/secrets/demo_agent")
 }
 

@@ -114,3 +114,8 @@ for m in $MODES; do
   p=$(median <<< "${results[$m.phigate]}"); n=$(median <<< "${results[$m.noaudit]}")
   awk -v m="$m" -v p="$p" -v n="$n" 'BEGIN {printf "  %-9s %5.1f%%\n", m, 100 * (1 - p / n)}'
 done
+
+# The audited phigate's writer summary (printed at shutdown): what group commit achieved.
+kill -TERM "${pids[1]}" 2>/dev/null && wait "${pids[1]}" 2>/dev/null || true
+summary=$(grep -ho 'this run: .*' "$WORK"/phigate/phigate.log 2>/dev/null | tail -1)
+[[ -n $summary ]] && echo "audit writer, ${summary#this run: }"

@@ -31,6 +31,7 @@
 #include "gate/approvals_lua.h"
 #include "gate/config.h"
 #include "gate/log.h"
+#include "gate/min_necessary.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -44,10 +45,10 @@
 
 /* The scripts, loaded (SCRIPT LOAD) in every connection's handshake and run by
  * EVALSHA, so a poll sends a digest, not a kilobyte of Lua. */
-typedef enum { S_BEGIN, S_CLAIM, S_DECIDE, S_WITHDRAW, S_STOPPED_WAITING, S_LIST, S_GET, S_COUNT } script_id;
+typedef enum { S_BEGIN, S_CLAIM, S_DECIDE, S_WITHDRAW, S_STOPPED_WAITING, S_LIST, S_GET, S_BUDGET, S_COUNT } script_id;
 static const char *const script_text[S_COUNT] = {
     APPROVALS_LUA_BEGIN,    APPROVALS_LUA_CLAIM, APPROVALS_LUA_DECIDE, APPROVALS_LUA_WITHDRAW,
-    APPROVALS_LUA_STOPPED_WAITING, APPROVALS_LUA_LIST, APPROVALS_LUA_GET,
+    APPROVALS_LUA_STOPPED_WAITING, APPROVALS_LUA_LIST, APPROVALS_LUA_GET, MINNEC_LUA_BUDGET,
 };
 
 _Static_assert((int)APPROVAL_GRANT_MODE_SINGLE_USE == (int)APPROVAL_GRANT_SINGLE_USE, "grant mode values");
@@ -116,7 +117,7 @@ struct approval_wait {
     uint64_t row_cap;
 };
 
-typedef enum { OP_LIST, OP_GET, OP_DECIDE } op_kind;
+typedef enum { OP_LIST, OP_GET, OP_DECIDE, OP_BUDGET } op_kind;
 
 struct approvals_op {
     approvals *a;
@@ -125,6 +126,7 @@ struct approvals_op {
     bool cancelled, completed;
     approvals_info_cb info_cb;
     approvals_decide_cb decide_cb;
+    approvals_budget_cb budget_cb;
     void *arg;
     struct event *fire_ev;
     char id[APPROVALS_ID_LEN + 1];
@@ -140,6 +142,8 @@ struct approvals_op {
     uint64_t now_ms;
     approval_decision_status status;
     char *msg;
+    uint64_t budget_used;
+    int64_t budget_ttl_ms;
 };
 
 struct approvals {
@@ -1068,7 +1072,10 @@ static void op_deliver(approvals_op *op)
         return;
     if (op->kind == OP_DECIDE)
         op->decide_cb(op->arg, op->status, op->msg ? op->msg : "out of memory");
-    else
+    else if (op->kind == OP_BUDGET) {
+        if (op->budget_cb)
+            op->budget_cb(op->arg, op->failed ? op->err : NULL, op->budget_used, op->budget_ttl_ms);
+    } else
         op->info_cb(op->arg, op->failed ? op->err : NULL, op->failed ? NULL : op->items,
                     op->failed ? 0 : op->nitems, op->now_ms);
 }
@@ -1250,6 +1257,40 @@ approvals_op *approvals_get(approvals *a, const char *id, approvals_info_cb cb, 
     }
     const char *args[] = {id};
     rcmd_eval(a, on_info_reply_op, op, S_GET, 1, args, NULL);
+    return op;
+}
+
+/* ---- PHI row budgets (gate/min_necessary.h) ------------------------------------------ */
+
+/* {used, pttl} */
+static void on_budget_reply(approvals *a, void *priv, const redisReply *r, const char *err)
+{
+    (void)a;
+    approvals_op *op = priv;
+    if (!r)
+        op_fail(op, "PHI row budget unavailable: %s", err);
+    else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER ||
+             r->element[1]->type != REDIS_REPLY_INTEGER || r->element[0]->integer < 0)
+        op_fail(op, "unexpected reply from Redis to the PHI row budget script");
+    else {
+        op->budget_used = (uint64_t)r->element[0]->integer;
+        op->budget_ttl_ms = r->element[1]->integer < 0 ? -1 : (int64_t)r->element[1]->integer;
+    }
+    op_complete(op);
+}
+
+approvals_op *approvals_budget(approvals *a, const char *identity, uint64_t add, uint32_t window_ms,
+                               approvals_budget_cb cb, void *arg)
+{
+    approvals_op *op = op_new(a, OP_BUDGET, arg);
+    if (!op)
+        return NULL;
+    op->budget_cb = cb;
+    char addbuf[24], winbuf[16];
+    snprintf(addbuf, sizeof addbuf, "%llu", (unsigned long long)add);
+    snprintf(winbuf, sizeof winbuf, "%u", window_ms ? window_ms : 1000u);
+    const char *args[] = {identity, addbuf, winbuf};
+    rcmd_eval(a, on_budget_reply, op, S_BUDGET, 3, args, NULL);
     return op;
 }
 

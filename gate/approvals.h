@@ -181,4 +181,15 @@ approvals_op *approvals_decide(approvals *a, const approval_decision *d, approva
 /* The caller is gone: its callback will not run (a decision already sent still happens). */
 void approvals_op_cancel(approvals_op *op);
 
+/* ---- PHI row budgets (gate/min_necessary.h) ------------------------------- */
+
+/* err == NULL on success: used = PHI rows counted for the identity in the
+ * current window (after adding), ttl_ms = what is left of the window (-1: none open). */
+typedef void (*approvals_budget_cb)(void *arg, const char *err, uint64_t used, int64_t ttl_ms);
+
+/* Add rows (0 = just read) to identity's count in key P budget:<identity>; a
+ * window opens with the first row counted and lasts window_ms.  cb may be NULL. */
+approvals_op *approvals_budget(approvals *a, const char *identity, uint64_t add, uint32_t window_ms,
+                               approvals_budget_cb cb, void *arg) APPROVALS_WUR;
+
 #endif

@@ -59,6 +59,8 @@ typedef struct {
     uint32_t checkpoint_ms;      /* ...or when the oldest unsigned record is this old; 0 = 1000 */
     uint64_t rotate_bytes;       /* start a new file past this size; 0 = 64 MiB */
     uint32_t rotate_seconds;     /* ...or when a file is this old; 0 = never by time */
+    uint64_t preallocate_bytes;  /* zeroed space written ahead of the records so each
+                                    fdatasync flushes data only; 0 = none */
     audit_msg_fn msg_fn;         /* NULL = gate/log.h's log_msg */
     void *msg_arg;
 } audit_log_opts;
@@ -90,6 +92,7 @@ void audit_log_close(audit_log *log);
 typedef struct {
     uint64_t records, batches, bytes, checkpoints, rotations;
     uint64_t max_batch;     /* most records made durable by one fdatasync */
+    uint64_t syncs;         /* fdatasync() calls (batches, checkpoints, headers) */
     uint64_t sync_ns_total; /* time spent in write()+fdatasync() */
 } audit_log_stats;
 void audit_log_get_stats(audit_log *log, audit_log_stats *out);
@@ -164,6 +167,7 @@ typedef struct {
     const audit_column *columns;       /* masking per output column */
     size_t ncolumns;
     const char *approval_id;           /* approval that released it; NULL = none */
+    const struct minnec_outcome *min_necessary; /* estimate/budget checks (gate/min_necessary.h); NULL = none */
 } audit_statement_info;
 
 typedef struct {
@@ -188,12 +192,22 @@ typedef struct {
     const char *fingerprint; /* statement fingerprint the approval is bound to */
 } audit_approval_info;
 
+/* A configuration reload (SIGHUP or phigatectl reload), applied or refused. */
+typedef struct {
+    bool ok;
+    const char *path;          /* the configuration file */
+    uint64_t generation;       /* the configuration now serving new sessions (1 = the one phigate started with) */
+    const char *config_sha256; /* hex digest of the new file and its masking rules; NULL when refused early */
+    uint64_t errors;           /* refused: how many errors */
+    const char *detail;        /* refused: the first error (file:line: text; never a secret) */
+} audit_reload_info;
+
 audit_rec *audit_rec_connect(const audit_connect_info *c);
 audit_rec *audit_rec_auth_failure(const audit_auth_failure_info *a);
 audit_rec *audit_rec_statement(const audit_statement_info *s);
 audit_rec *audit_rec_result(const audit_result_info *r);
 audit_rec *audit_rec_approval(const audit_approval_info *a);
-audit_rec *audit_rec_config_reload(bool ok, const char *path, const char *detail);
+audit_rec *audit_rec_config_reload(const audit_reload_info *i);
 audit_rec *audit_rec_disconnect(const char *session, const char *reason, uint64_t statements,
                                 uint64_t duration_us);
 

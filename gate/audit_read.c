@@ -118,7 +118,8 @@ struct audit_reader {
     char **paths;
     size_t npaths, cur; /* cur: index of the mapped file */
     const char *map;
-    size_t map_len, pos;
+    size_t map_size; /* bytes mapped */
+    size_t map_len, pos; /* map_len: without the trailing zero padding */
     uint64_t lineno;
     uint64_t total, done_before; /* bytes of all files; of files finished */
     char err[512];
@@ -190,10 +191,10 @@ audit_reader *audit_reader_open(const char *const *paths, size_t n, char *err, s
 
 static void unmap(audit_reader *r)
 {
-    if (r->map && r->map_len)
-        munmap((void *)r->map, r->map_len);
+    if (r->map && r->map_size)
+        munmap((void *)r->map, r->map_size);
     r->map = NULL;
-    r->map_len = 0;
+    r->map_len = r->map_size = 0;
 }
 
 /* A log being written grows; the size at mapping time is what we check. */
@@ -207,7 +208,7 @@ static bool map_file(audit_reader *r, size_t i)
             close(fd);
         return false;
     }
-    r->map_len = (size_t)st.st_size;
+    r->map_size = r->map_len = (size_t)st.st_size;
     r->map = r->map_len ? mmap(NULL, r->map_len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
     close(fd);
     if (r->map == MAP_FAILED) {
@@ -215,6 +216,10 @@ static bool map_file(audit_reader *r, size_t i)
         snprintf(r->err, sizeof r->err, "%s: mmap: %s", r->paths[i], strerror(errno));
         return false;
     }
+    /* Preallocated space the writer has not reached yet is not part of the file. */
+    while (r->map_len && r->map[r->map_len - 1] == '\0')
+        r->map_len--;
+    r->total -= r->total >= r->map_size - r->map_len ? r->map_size - r->map_len : r->total;
     r->pos = 0;
     r->lineno = 0;
     return true;
@@ -284,6 +289,21 @@ uint64_t audit_reader_done_bytes(const audit_reader *r)
 size_t audit_reader_file_count(const audit_reader *r)
 {
     return r->npaths;
+}
+
+uint64_t audit_fd_data_end(int fd, uint64_t size)
+{
+    char block[4096];
+    while (size > 0) {
+        size_t n = size < sizeof block ? (size_t)size : sizeof block;
+        if (pread(fd, block, n, (off_t)(size - n)) != (ssize_t)n)
+            return size; /* unreadable: keep every byte, the caller's checks will say why */
+        while (n && block[n - 1] == '\0')
+            n--, size--;
+        if (n)
+            break;
+    }
+    return size;
 }
 
 void audit_reader_close(audit_reader *r)

@@ -64,4 +64,8 @@ uint64_t audit_reader_done_bytes(const audit_reader *r);
 size_t audit_reader_file_count(const audit_reader *r);
 void audit_reader_close(audit_reader *r);
 
+/* Length of an open file without the zero padding at its end (preallocated
+ * space the writer has not reached; see AUDIT_FORMAT.md). */
+uint64_t audit_fd_data_end(int fd, uint64_t size);
+
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "gate/audit_internal.h"
+#include "gate/min_necessary.h"
 
 /* type first, session second: every reader finds them without a full parse
  * and lines stay greppable ("type":"statement","session":"17-3"). */
@@ -207,6 +208,35 @@ static void string_array(audit_rec *r, const char *key, const char *const *v, si
     audit_rec_end(r);
 }
 
+/* The minimum-necessary checks: what was estimated and counted, against which limits. */
+static void statement_min_necessary(audit_rec *r, const minnec_outcome *o)
+{
+    if (!o || !o->limits)
+        return;
+    const minnec_limits *l = o->limits;
+    const minnec_facts *f = &o->facts;
+    audit_rec_begin_object(r, "min_necessary");
+    if (f->estimated)
+        audit_rec_uint(r, "estimate", f->estimate);
+    else
+        audit_rec_str(r, "no_estimate", f->no_estimate[0] ? f->no_estimate : "not estimated");
+    if (l->estimate_row_limit >= 0)
+        audit_rec_int(r, "estimate_limit", l->estimate_row_limit);
+    if (l->budget_rows > 0) {
+        audit_rec_uint(r, "budget", l->budget_rows);
+        audit_rec_uint(r, "budget_window_s", (l->budget_window_ms + 999) / 1000);
+        if (f->budget_known) {
+            audit_rec_uint(r, "budget_used", f->used);
+            audit_rec_uint(r, "budget_left", minnec_budget_remaining(l->budget_rows, f->used));
+        }
+    }
+    audit_rec_str(r, "verdict", o->refused ? "refused" : o->verdict == MINNEC_RUN ? "run" : "hold");
+    opt_str(r, "rule", o->rule);
+    if (o->reason[0])
+        audit_rec_str(r, "reason", o->reason);
+    audit_rec_end(r);
+}
+
 audit_rec *audit_rec_statement(const audit_statement_info *s)
 {
     audit_rec *r = audit_rec_new("statement", s->session);
@@ -221,6 +251,7 @@ audit_rec *audit_rec_statement(const audit_statement_info *s)
     string_array(r, "tables", s->tables, s->ntables);
     statement_columns(r, s->columns, s->ncolumns);
     opt_str(r, "approval", s->approval_id);
+    statement_min_necessary(r, s->min_necessary);
     return r;
 }
 
@@ -253,13 +284,17 @@ audit_rec *audit_rec_approval(const audit_approval_info *a)
     return r;
 }
 
-audit_rec *audit_rec_config_reload(bool ok, const char *path, const char *detail)
+audit_rec *audit_rec_config_reload(const audit_reload_info *i)
 {
-    /* No session: a reload changes the rules for every session at once. */
+    /* No session: a reload changes the rules for every new session at once. */
     audit_rec *r = audit_rec_new("config_reload", NULL);
-    audit_rec_bool(r, "ok", ok);
-    opt_str(r, "path", path);
-    opt_str(r, "detail", detail);
+    audit_rec_bool(r, "ok", i->ok);
+    opt_str(r, "path", i->path);
+    audit_rec_uint(r, "generation", i->generation);
+    opt_str(r, "config_sha256", i->config_sha256);
+    if (!i->ok)
+        audit_rec_uint(r, "errors", i->errors);
+    opt_str(r, "detail", i->detail);
     return r;
 }
 

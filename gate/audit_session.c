@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "gate/limits.h"
+#include "gate/min_necessary.h"
 
 #define MAX_COLUMN_FACTS 64
 #define MAX_TABLES 32
@@ -133,7 +134,8 @@ void audit_session_statement_info(audit_session *as, audit_statement_info *info)
 }
 
 void audit_session_statement(audit_session *as, const char *sql, size_t len, const sqlp_decision *d,
-                             const audit_param *params, size_t nparams, const char *approval_id)
+                             const audit_param *params, size_t nparams, const char *approval_id,
+                             const minnec_outcome *mn)
 {
     if (!as->log)
         return;
@@ -144,10 +146,15 @@ void audit_session_statement(audit_session *as, const char *sql, size_t len, con
     size_t ntables = lineage_tables(d, table_names);
     for (size_t i = 0; i < ntables; i++)
         tables[i] = table_names[i];
-    /* A held statement that an approval released runs like an allowed one. */
-    bool sent = d->verdict == SQLP_ALLOW || d->verdict == SQLP_REWRITE || approval_id;
+    /* A held statement that an approval released runs like an allowed one;
+     * one the minimum-necessary checks held or refused did not run. */
+    bool stopped = !approval_id && mn && mn->limits && (mn->refused || mn->verdict != MINNEC_RUN);
+    bool sent = !stopped && (d->verdict == SQLP_ALLOW || d->verdict == SQLP_REWRITE || approval_id);
     const char *upstream = sent ? d->upstream_sql : NULL;
     bool rewritten = upstream && (strlen(upstream) != len || memcmp(upstream, sql, len) != 0);
+    const char *decision = approval_id ? (rewritten ? "rewrite" : "allow") : sqlp_verdict_name(d->verdict);
+    if (stopped)
+        decision = mn->refused ? "deny" : "hold";
     audit_statement_info info = {
         .received = sql,
         .received_len = len,
@@ -155,15 +162,16 @@ void audit_session_statement(audit_session *as, const char *sql, size_t len, con
         .upstream_len = upstream ? strlen(upstream) : 0,
         .params = params,
         .nparams = nparams,
-        .decision = approval_id ? (rewritten ? "rewrite" : "allow") : sqlp_verdict_name(d->verdict),
+        .decision = decision,
         .statement_class = d->nstatements ? sqlp_class_name(d->statements[0].stmt_class) : NULL,
-        .rule = d->rule,
-        .reason = d->reason,
+        .rule = stopped ? mn->rule : d->rule,
+        .reason = stopped ? mn->reason : d->reason,
         .tables = tables,
         .ntables = ntables,
         .columns = cols,
         .ncolumns = ncols,
         .approval_id = approval_id,
+        .min_necessary = mn,
     };
     audit_session_statement_info(as, &info);
 }

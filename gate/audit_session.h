@@ -50,10 +50,14 @@ void audit_session_auth_failure(audit_session *as, const char *client_addr, cons
                                 const char *user, const char *auth_method, const char *reason);
 void audit_session_disconnect(audit_session *as, const char *why);
 
+struct minnec_outcome;
 /* The statement record (number ++statements) of a decided statement, waited
- * for; approval_id names the approval that released a held one. */
+ * for; approval_id names the approval that released a held one; mn: the
+ * minimum-necessary checks (NULL = none), a held or refused outcome makes the
+ * record a "hold" / "deny" whatever the engine decided. */
 void audit_session_statement(audit_session *as, const char *sql, size_t len, const sqlp_decision *d,
-                             const audit_param *params, size_t nparams, const char *approval_id);
+                             const audit_param *params, size_t nparams, const char *approval_id,
+                             const struct minnec_outcome *mn);
 /* A statement record the front builds itself (info.session and info.stmt are set here). */
 void audit_session_statement_info(audit_session *as, audit_statement_info *info);
 /* An approval event of the next statement ("approved", "denied", "timeout", "withdrawn", ...). */

@@ -10,6 +10,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "gate/jwks.h"
+
 /* ---- error collection ---------------------------------------------------- */
 
 typedef struct cfg_errors {
@@ -40,7 +42,8 @@ __attribute__((format(printf, 3, 4))) static void cfg_error(cfg_errors *e, const
 
 /* ---- the settings tables -------------------------------------------------- */
 
-typedef enum { F_STRING, F_INT, F_BOOL, F_BYTES, F_ENUM, F_LOGLEVEL } field_type;
+/* F_LIST: a YAML sequence (or one scalar) into a NULL-terminated char **. */
+typedef enum { F_STRING, F_INT, F_BOOL, F_BYTES, F_ENUM, F_LOGLEVEL, F_LIST } field_type;
 
 typedef struct field_spec {
     const char *key;
@@ -57,6 +60,8 @@ typedef struct field_spec {
 
 static const char *const tls_mode_names[] = {"disable", "prefer", "require", "verify-ca", "verify-full", NULL};
 static const char *const protocol_names[] = {"postgres", "mysql", NULL};
+static const char *const identity_auth_names[] = {"scram", "cert", "cert+scram", NULL};
+static const char *const cert_name_names[] = {"cn", "dns", "uri", "email", NULL};
 
 static const field_spec daemon_fields[] = {
     FIELD(config, "log_level", F_LOGLEVEL, log_level, "info", false, 0, 0, NULL),
@@ -80,6 +85,9 @@ static const field_spec tls_fields[] = {
     FIELD(config, "cert_file", F_STRING, tls_cert_file, NULL, false, 0, 0, NULL),
     FIELD(config, "key_file", F_STRING, tls_key_file, NULL, false, 0, 0, NULL),
     FIELD(config, "require", F_BOOL, tls_required, "false", false, 0, 0, NULL),
+    FIELD(config, "client_ca_file", F_STRING, tls_client_ca_file, NULL, false, 0, 0, NULL),
+    FIELD(config, "client_crl_file", F_STRING, tls_client_crl_file, NULL, false, 0, 0, NULL),
+    FIELD(config, "client_cert_name", F_ENUM, tls_client_cert_name, "cn", false, 0, 0, cert_name_names),
 };
 
 static const field_spec limit_fields[] = {
@@ -97,6 +105,7 @@ static const field_spec audit_fields[] = {
     FIELD(config, "checkpoint_records", F_INT, audit_checkpoint_records, "1000", false, 1, 10000000, NULL),
     FIELD(config, "checkpoint_ms", F_INT, audit_checkpoint_ms, "1000", false, 1, 3600000, NULL),
     FIELD(config, "rotate_bytes", F_BYTES, audit_rotate_bytes, "64MB", false, 65536, 1099511627776LL, NULL),
+    FIELD(config, "preallocate_bytes", F_BYTES, audit_preallocate_bytes, "1MB", false, 0, 1073741824LL, NULL),
 };
 
 static const char *const grant_mode_names[] = {"single_use", "ttl", NULL};
@@ -143,11 +152,31 @@ static const field_spec upstream_fields[] = {
 };
 
 static const field_spec identity_fields[] = {
-    FIELD(cfg_identity, "scram", F_STRING, secret, NULL, true, 0, 0, NULL),
-    FIELD(cfg_identity, "role", F_STRING, role_name, NULL, true, 0, 0, NULL),
+    FIELD(cfg_identity, "auth", F_ENUM, auth, "scram", false, 0, 0, identity_auth_names),
+    FIELD(cfg_identity, "cert_name", F_STRING, cert_name, NULL, false, 0, 0, NULL),
+    FIELD(cfg_identity, "scram", F_STRING, secret, NULL, false, 0, 0, NULL),
+    FIELD(cfg_identity, "oidc_issuer", F_STRING, oidc_issuer_name, NULL, false, 0, 0, NULL),
+    FIELD(cfg_identity, "role", F_STRING, role_name, NULL, false, 0, 0, NULL),
     FIELD(cfg_identity, "max_connections", F_INT, max_connections, "0", false, 0, 1000000, NULL),
     FIELD(cfg_identity, "statements_per_second", F_INT, statements_per_second, "0", false, 0, 10000000, NULL),
     FIELD(cfg_identity, "mysql_native", F_STRING, mysql_native, NULL, false, 0, 0, NULL),
+};
+
+static const field_spec oidc_fields[] = {
+    FIELD(cfg_oidc_issuer, "issuer", F_STRING, issuer, NULL, true, 0, 0, NULL),
+    FIELD(cfg_oidc_issuer, "audience", F_STRING, audience, NULL, true, 0, 0, NULL),
+    FIELD(cfg_oidc_issuer, "jwks_file", F_STRING, jwks_file, NULL, false, 0, 0, NULL),
+    FIELD(cfg_oidc_issuer, "jwks_uri", F_STRING, jwks_uri, NULL, false, 0, 0, NULL),
+    FIELD(cfg_oidc_issuer, "ca_file", F_STRING, ca_file, NULL, false, 0, 0, NULL),
+    FIELD(cfg_oidc_issuer, "algorithms", F_LIST, algorithms, "RS256,ES256,EdDSA", false, 0, 0, NULL),
+    FIELD(cfg_oidc_issuer, "identity_claim", F_STRING, identity_claim, "sub", false, 0, 0, NULL),
+    FIELD(cfg_oidc_issuer, "role_claim", F_STRING, role_claim, NULL, false, 0, 0, NULL),
+    FIELD(cfg_oidc_issuer, "allowed_roles", F_LIST, allowed_roles, NULL, false, 0, 0, NULL),
+    FIELD(cfg_oidc_issuer, "clock_skew_s", F_INT, clock_skew_s, "60", false, 0, 600, NULL),
+    FIELD(cfg_oidc_issuer, "jwks_refresh_s", F_INT, jwks_refresh_s, "300", false, 10, 86400, NULL),
+    FIELD(cfg_oidc_issuer, "jwks_refetch_min_s", F_INT, jwks_refetch_min_s, "30", false, 1, 3600, NULL),
+    FIELD(cfg_oidc_issuer, "max_token_bytes", F_BYTES, max_token_bytes, "8kB", false, 256, 65536, NULL),
+    FIELD(cfg_oidc_issuer, "max_jwks_bytes", F_BYTES, max_jwks_bytes, "256kB", false, 1024, 4194304, NULL),
 };
 
 #define NFIELDS(a) (sizeof(a) / sizeof((a)[0]))
@@ -213,6 +242,22 @@ static bool parse_bool(const char *s, bool *out)
     return false;
 }
 
+static void free_list(char **list);
+
+/* "a,b, c" -> {"a","b","c",NULL}: list defaults and single scalars. */
+static char **split_list(const char *value)
+{
+    size_t n = 1;
+    for (const char *p = value; *p; p++)
+        n += *p == ',';
+    char **list = calloc(n + 1, sizeof(char *)), *copy = strdup(value), *save = NULL;
+    size_t i = 0;
+    for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+        list[i++] = strdup(t);
+    free(copy);
+    return list;
+}
+
 static bool set_field(cfg_ctx *c, const field_spec *f, void *base, const char *value, const yaml_node_t *at)
 {
     char *dst = (char *)base + f->offset;
@@ -221,6 +266,10 @@ static bool set_field(cfg_ctx *c, const field_spec *f, void *base, const char *v
     case F_STRING:
         free(*(char **)dst);
         *(char **)dst = strdup(value);
+        return true;
+    case F_LIST:
+        free_list(*(char ***)dst);
+        *(char ***)dst = split_list(value);
         return true;
     case F_INT:
     case F_BYTES:
@@ -274,6 +323,8 @@ static void apply_defaults(cfg_ctx *c, const field_spec *fields, size_t n, void 
             set_field(c, &fields[i], base, fields[i].default_value, NULL);
 }
 
+static char **string_list(cfg_ctx *c, const yaml_node_t *seq, const char *what);
+
 /* Fill base from a mapping node through a field table; unknown keys are errors. */
 static void apply_mapping(cfg_ctx *c, const yaml_node_t *map, const field_spec *fields, size_t n, void *base,
                           const char *section)
@@ -292,6 +343,14 @@ static void apply_mapping(cfg_ctx *c, const yaml_node_t *map, const field_spec *
                 break;
         if (i == n) {
             cfg_error(c->err, k, "unknown setting \"%s\" in %s", key ? key : "?", section);
+            continue;
+        }
+        if (fields[i].type == F_LIST && v && v->type == YAML_SEQUENCE_NODE) {
+            char ***dst = (char ***)((char *)base + fields[i].offset);
+            free_list(*dst);
+            *dst = string_list(c, v, key);
+            if (i < 32)
+                seen[i] = true;
             continue;
         }
         if (!value) {
@@ -437,18 +496,77 @@ static void load_role_classes(cfg_ctx *c, cfg_role *r, const yaml_node_t *map)
     }
 }
 
+/* "500ms", "2s", "30m", "1h", "1d" or plain seconds. */
+static bool parse_duration_ms(const char *s, int64_t *ms)
+{
+    static const struct { const char *unit; int64_t ms; } units[] = {
+        {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}, {"", 1000},
+    };
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || errno || v < 0)
+        return false;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(end, units[i].unit) == 0) {
+            if (v > INT64_MAX / units[i].ms)
+                return false;
+            *ms = v * units[i].ms;
+            return true;
+        }
+    return false;
+}
+
+/* estimate_row_limit: N and phi_row_budget: {rows: N, window: 1h} (gate/min_necessary.h). */
+static void load_role_minnec(cfg_ctx *c, cfg_role *r, const yaml_node_t *map)
+{
+    minnec_limits *l = &r->minnec;
+    l->estimate_row_limit = -1;
+    const yaml_node_t *lim = map_get(c, map, "estimate_row_limit");
+    int64_t v;
+    if (lim && (!scalar(lim) || !parse_int64(scalar(lim), &v) || v < 0))
+        cfg_error(c->err, lim, "roles.%s.estimate_row_limit must be a number of rows >= 0", r->name);
+    else if (lim)
+        l->estimate_row_limit = v;
+    const yaml_node_t *b = map_get(c, map, "phi_row_budget");
+    if (!b)
+        return;
+    if (b->type != YAML_MAPPING_NODE) {
+        cfg_error(c->err, b, "roles.%s.phi_row_budget must be a mapping {rows: N, window: 1h}", r->name);
+        return;
+    }
+    for (yaml_node_pair_t *p = b->data.mapping.pairs.start; p < b->data.mapping.pairs.top; p++) {
+        const char *key = scalar(node_at(c, p->key));
+        if (!key || (strcmp(key, "rows") != 0 && strcmp(key, "window") != 0))
+            cfg_error(c->err, node_at(c, p->key), "unknown setting \"%s\" in roles.%s.phi_row_budget",
+                      key ? key : "?", r->name);
+    }
+    const yaml_node_t *rows = map_get(c, b, "rows"), *win = map_get(c, b, "window");
+    if (!rows || !scalar(rows) || !parse_int64(scalar(rows), &v) || v < 1)
+        cfg_error(c->err, rows ? rows : b, "roles.%s.phi_row_budget.rows must be a number of rows >= 1", r->name);
+    else
+        l->budget_rows = (uint64_t)v;
+    if (!win || !scalar(win) || !parse_duration_ms(scalar(win), &v) || v < 1000 || v > MINNEC_MAX_WINDOW_MS)
+        cfg_error(c->err, win ? win : b,
+                  "roles.%s.phi_row_budget.window must be a duration from 1s to 7d (e.g. 30s, 15m, 1h)", r->name);
+    else
+        l->budget_window_ms = (uint32_t)v;
+}
+
 static void load_role(cfg_ctx *c, cfg_role *r, const char *name, const yaml_node_t *map)
 {
     r->name = strdup(name);
     r->policy.name = r->name;
     r->policy.unscoped_row_limit = 100;
+    r->minnec.estimate_row_limit = -1;
     if (!map || map->type != YAML_MAPPING_NODE) {
         cfg_error(c->err, map, "roles.%s must be a mapping", name);
         r->upstreams = calloc(1, sizeof(char *));
         return;
     }
     static const char *const known[] = {"upstreams", "classes", "unscoped_row_limit", "masking_profile",
-                                        "functions_allow", "functions_deny", "unmasked", NULL};
+                                        "functions_allow", "functions_deny", "unmasked",
+                                        "estimate_row_limit", "phi_row_budget", NULL};
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
         yaml_node_t *k = node_at(c, p->key);
         const char *key = scalar(k);
@@ -475,6 +593,7 @@ static void load_role(cfg_ctx *c, cfg_role *r, const char *name, const yaml_node
     const char *unmasked = scalar(map_get(c, map, "unmasked"));
     if (unmasked && !parse_bool(unmasked, &r->policy.unmasked))
         cfg_error(c->err, map_get(c, map, "unmasked"), "roles.%s.unmasked must be true or false", name);
+    load_role_minnec(c, r, map);
 }
 
 /* "*<40 hex>" or "<40 hex>": MySQL's authentication_string of mysql_native_password. */
@@ -502,6 +621,23 @@ static void load_identity(cfg_ctx *c, cfg_identity *id, const char *name, const 
     snprintf(section, sizeof section, "identities.%s", name);
     apply_defaults(c, identity_fields, NFIELDS(identity_fields), id);
     apply_mapping(c, map, identity_fields, NFIELDS(identity_fields), id, section);
+    if (id->oidc_issuer_name) {
+        if (id->secret)
+            cfg_error(c->err, map, "%s: give exactly one of scram (a SCRAM verifier) or oidc_issuer (token login)",
+                      section);
+        if (config_identity_needs_cert(id))
+            cfg_error(c->err, map, "%s: oidc_issuer (token login) and auth: cert are exclusive", section);
+        if (id->mysql_native)
+            cfg_error(c->err, map, "%s: mysql_native is a password verifier; a token identity has none", section);
+    } else if (config_identity_needs_scram(id) && !id->secret) {
+        cfg_error(c->err, map,
+                  "%s: missing required setting \"scram\" (or log in with a certificate: auth: cert, or a token: "
+                  "oidc_issuer)", section);
+    } else if (!config_identity_needs_scram(id) && id->secret) {
+        cfg_error(c->err, map, "%s: auth: cert takes no scram verifier (use auth: cert+scram for both)", section);
+    }
+    if (!id->cert_name)
+        id->cert_name = strdup(name);
     if (id->secret && !scram_verifier_parse(id->secret, &id->verifier))
         cfg_error(c->err, map,
                   "%s.scram is not a SCRAM-SHA-256 verifier (make one with `phigatectl scram-verifier`)", section);
@@ -540,6 +676,44 @@ static void load_approver(cfg_ctx *c, cfg_approver *ap, const char *name, const 
                   "%s.scram is not a SCRAM-SHA-256 verifier (make one with `phigatectl scram-verifier`)", section);
 }
 
+/* Algorithm names into flags; "none" and the HMAC family are named in the error
+ * because choosing them would let anyone (or anyone with the public key) sign. */
+static unsigned oidc_algorithms(cfg_ctx *c, char **names, const yaml_node_t *at, const char *section)
+{
+    unsigned algs = 0;
+    for (char **a = names; a && *a; a++) {
+        jwt_alg alg;
+        if (jwt_alg_from_name(*a, &alg))
+            algs |= alg;
+        else
+            cfg_error(c->err, at, "%s.algorithms: \"%s\" is not supported (RS256, ES256 or EdDSA only)", section, *a);
+    }
+    if (!algs)
+        cfg_error(c->err, at, "%s.algorithms: at least one of RS256, ES256, EdDSA is needed", section);
+    return algs;
+}
+
+static void load_oidc_issuer(cfg_ctx *c, cfg_oidc_issuer *o, const char *name, const yaml_node_t *map)
+{
+    o->name = strdup(name);
+    char section[160], err[512];
+    snprintf(section, sizeof section, "oidc.%s", name);
+    apply_defaults(c, oidc_fields, NFIELDS(oidc_fields), o);
+    apply_mapping(c, map, oidc_fields, NFIELDS(oidc_fields), o, section);
+    o->algs = oidc_algorithms(c, o->algorithms, map, section);
+    if ((o->jwks_file != NULL) == (o->jwks_uri != NULL))
+        cfg_error(c->err, map, "%s: give exactly one of jwks_file or jwks_uri", section);
+    if (o->jwks_uri && strncmp(o->jwks_uri, "https://", 8) != 0)
+        cfg_error(c->err, map, "%s.jwks_uri must be an https:// URL", section);
+    if (o->ca_file && access(o->ca_file, R_OK) != 0)
+        cfg_error(c->err, map, "%s.ca_file %s is not readable: %s", section, o->ca_file, strerror(errno));
+    /* Keys from a file are checked now, so --check-config catches a bad file. */
+    jwks *ks = o->jwks_file ? jwks_load_file(o->jwks_file, (size_t)o->max_jwks_bytes, err, sizeof err) : NULL;
+    if (o->jwks_file && !ks)
+        cfg_error(c->err, map, "%s.jwks_file: %s", section, err);
+    jwks_free(ks);
+}
+
 /* A mapping of name -> entry, loaded by fn into an array of elem_size entries. */
 static void *load_named(cfg_ctx *c, const yaml_node_t *map, const char *section, size_t elem_size, size_t *count,
                         void (*fn)(cfg_ctx *, void *, const char *, const yaml_node_t *))
@@ -570,6 +744,7 @@ static void upstream_cb(cfg_ctx *c, void *e, const char *n, const yaml_node_t *m
 static void approver_cb(cfg_ctx *c, void *e, const char *n, const yaml_node_t *m) { load_approver(c, e, n, m); }
 static void role_cb(cfg_ctx *c, void *e, const char *n, const yaml_node_t *m) { load_role(c, e, n, m); }
 static void identity_cb(cfg_ctx *c, void *e, const char *n, const yaml_node_t *m) { load_identity(c, e, n, m); }
+static void oidc_cb(cfg_ctx *c, void *e, const char *n, const yaml_node_t *m) { load_oidc_issuer(c, e, n, m); }
 
 /* The Redis password: from a 0600 file or the environment, never the YAML itself. */
 static void load_redis_secret(cfg_ctx *c, config *cfg, const yaml_node_t *at)
@@ -621,8 +796,62 @@ static void load_approval_sections(cfg_ctx *c, config *cfg, yaml_node_t *root)
         cfg_error(c->err, admin, "admin: no approvers configured (add an approvers: section)");
 }
 
+/* Token identities: a known issuer, a role from config or from the token, and TLS to send the token over. */
+static void check_oidc_references(cfg_ctx *c, config *cfg, const yaml_node_t *root)
+{
+    const yaml_node_t *ids = map_get(c, root, "identities"), *oidc = map_get(c, root, "oidc");
+    for (size_t i = 0; i < cfg->noidc_issuers; i++)
+        for (char **r = cfg->oidc_issuers[i].allowed_roles; r && *r; r++)
+            if (!config_find_role(cfg, *r))
+                cfg_error(c->err, oidc, "oidc.%s.allowed_roles names unknown role \"%s\"",
+                          cfg->oidc_issuers[i].name, *r);
+    for (size_t i = 0; i < cfg->nidentities; i++) {
+        cfg_identity *id = &cfg->identities[i];
+        if (!id->oidc_issuer_name) {
+            if (!id->role_name)
+                cfg_error(c->err, ids, "identities.%s: missing required setting \"role\"", id->name);
+            continue;
+        }
+        for (size_t k = 0; k < cfg->noidc_issuers; k++)
+            if (strcmp(cfg->oidc_issuers[k].name, id->oidc_issuer_name) == 0)
+                id->oidc = &cfg->oidc_issuers[k];
+        if (!id->oidc)
+            cfg_error(c->err, ids, "identities.%s names unknown oidc issuer \"%s\"", id->name, id->oidc_issuer_name);
+        else if (!id->role_name && !id->oidc->role_claim)
+            cfg_error(c->err, ids, "identities.%s: give a role, or a role_claim on oidc.%s", id->name, id->oidc->name);
+        if (!cfg->tls_cert_file)
+            cfg_error(c->err, ids, "identities.%s logs in with a token, which is only accepted over TLS: "
+                      "configure tls.cert_file and tls.key_file", id->name);
+    }
+}
+
+/* Certificate logins need a CA to check against, and TLS to carry the certificate. */
+static void check_client_cert_settings(cfg_ctx *c, config *cfg, const yaml_node_t *root)
+{
+    const yaml_node_t *tls = map_get(c, root, "tls");
+    if (cfg->tls_client_ca_file && !cfg->tls_cert_file)
+        cfg_error(c->err, tls, "tls.client_ca_file needs cert_file/key_file (certificates travel over TLS)");
+    if (cfg->tls_client_crl_file && !cfg->tls_client_ca_file)
+        cfg_error(c->err, tls, "tls.client_crl_file needs tls.client_ca_file");
+    for (size_t i = 0; i < cfg->nidentities; i++)
+        if (config_identity_needs_cert(&cfg->identities[i]) && !cfg->tls_client_ca_file)
+            cfg_error(c->err, map_get(c, root, "identities"),
+                      "identities.%s logs in with a certificate but tls.client_ca_file is not set",
+                      cfg->identities[i].name);
+}
+
 static void check_references(cfg_ctx *c, config *cfg, const yaml_node_t *root)
 {
+    check_oidc_references(c, cfg, root);
+    for (size_t i = 0; i < cfg->nroles; i++)
+        if (cfg->roles[i].minnec.budget_rows > 0 && !cfg->redis_enabled)
+            cfg_error(c->err, map_get(c, root, "roles"),
+                      "roles.%s.phi_row_budget: budgets are counted in Redis; add a redis: section",
+                      cfg->roles[i].name);
+        else if (cfg->roles[i].minnec.budget_rows > 0 && !cfg->audit_enabled)
+            cfg_error(c->err, map_get(c, root, "roles"),
+                      "roles.%s.phi_row_budget: rows are counted by the audit log's result tracking; "
+                      "a budget needs audit enabled", cfg->roles[i].name);
     for (size_t i = 0; i < cfg->nroles; i++)
         for (char **u = cfg->roles[i].upstreams; u && *u; u++)
             if (!config_find_upstream(cfg, *u))
@@ -641,6 +870,7 @@ static void check_references(cfg_ctx *c, config *cfg, const yaml_node_t *root)
         cfg_error(c->err, map_get(c, root, "tls"), "tls: cert_file and key_file go together");
     if (cfg->tls_required && !cfg->tls_cert_file)
         cfg_error(c->err, map_get(c, root, "tls"), "tls.require is true but no cert_file/key_file is given");
+    check_client_cert_settings(c, cfg, root);
     if (cfg->nupstreams == 0)
         cfg_error(c->err, root, "no upstreams configured");
     for (size_t i = 0; i < cfg->nupstreams; i++)
@@ -656,7 +886,7 @@ static void check_references(cfg_ctx *c, config *cfg, const yaml_node_t *root)
 static void load_root(cfg_ctx *c, config *cfg, yaml_node_t *root)
 {
     static const char *const sections[] = {"phigate", "listen", "tls", "limits", "audit", "upstreams", "roles",
-                                           "identities", "redis", "approvals", "admin", "approvers", NULL};
+                                           "identities", "redis", "approvals", "admin", "approvers", "oidc", NULL};
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
         yaml_node_t *k = node_at(c, p->key);
         const char *key = scalar(k);
@@ -694,6 +924,8 @@ static void load_root(cfg_ctx *c, config *cfg, yaml_node_t *root)
     cfg->roles = load_named(c, map_get(c, root, "roles"), "roles", sizeof(cfg_role), &cfg->nroles, role_cb);
     cfg->identities = load_named(c, map_get(c, root, "identities"), "identities", sizeof(cfg_identity),
                                  &cfg->nidentities, identity_cb);
+    cfg->oidc_issuers = load_named(c, map_get(c, root, "oidc"), "oidc", sizeof(cfg_oidc_issuer),
+                                   &cfg->noidc_issuers, oidc_cb);
     load_approval_sections(c, cfg, root);
     check_references(c, cfg, root);
 }
@@ -779,20 +1011,28 @@ void config_free(config *cfg)
         free_list(r->policy.function_deny);
     }
     for (size_t i = 0; i < cfg->nidentities; i++) {
-        free(cfg->identities[i].name), free(cfg->identities[i].role_name);
-        free(cfg->identities[i].secret);
+        free(cfg->identities[i].name), free(cfg->identities[i].role_name), free(cfg->identities[i].cert_name);
+        free(cfg->identities[i].secret), free(cfg->identities[i].oidc_issuer_name);
         free(cfg->identities[i].mysql_native);
         explicit_bzero(cfg->identities[i].mysql_native_hash, sizeof cfg->identities[i].mysql_native_hash);
     }
     for (size_t i = 0; i < cfg->napprovers; i++)
         free(cfg->approvers[i].name), free(cfg->approvers[i].secret);
     free(cfg->approvers);
+    for (size_t i = 0; i < cfg->noidc_issuers; i++) {
+        cfg_oidc_issuer *o = &cfg->oidc_issuers[i];
+        free(o->name), free(o->issuer), free(o->audience), free(o->jwks_file), free(o->jwks_uri), free(o->ca_file);
+        free(o->identity_claim), free(o->role_claim);
+        free_list(o->algorithms), free_list(o->allowed_roles);
+    }
+    free(cfg->oidc_issuers);
     free(cfg->redis_host), free(cfg->redis_password_file), free(cfg->redis_password_env);
     free_secret(cfg->redis_password);
     free(cfg->redis_key_prefix), free(cfg->admin_address), free(cfg->admin_cert_file), free(cfg->admin_key_file);
     free(cfg->upstreams), free(cfg->roles), free(cfg->identities);
     free(cfg->path), free(cfg->log_file), free(cfg->pid_file), free(cfg->masking_rules_dir);
     free(cfg->pg_address), free(cfg->my_address), free(cfg->tls_cert_file), free(cfg->tls_key_file);
+    free(cfg->tls_client_ca_file), free(cfg->tls_client_crl_file);
     free(cfg->audit_dir), free(cfg->audit_key_file);
     free(cfg);
 }
@@ -829,10 +1069,38 @@ const cfg_approver *config_find_approver(const config *cfg, const char *name)
     return NULL;
 }
 
+const cfg_role *config_find_role(const config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->nroles; i++)
+        if (strcmp(cfg->roles[i].name, name) == 0)
+            return &cfg->roles[i];
+    return NULL;
+}
+
+bool config_issuer_allows_role(const cfg_oidc_issuer *iss, const char *role)
+{
+    if (!iss->allowed_roles)
+        return true;
+    for (char **r = iss->allowed_roles; *r; r++)
+        if (strcmp(*r, role) == 0)
+            return true;
+    return false;
+}
+
 bool config_role_allows_upstream(const cfg_role *role, const char *upstream)
 {
     for (char **u = role->upstreams; u && *u; u++)
         if (strcmp(*u, upstream) == 0)
             return true;
     return false;
+}
+
+bool config_identity_needs_cert(const cfg_identity *id)
+{
+    return id->auth == IDENTITY_AUTH_CERT || id->auth == IDENTITY_AUTH_CERT_SCRAM;
+}
+
+bool config_identity_needs_scram(const cfg_identity *id)
+{
+    return id->auth == IDENTITY_AUTH_SCRAM || id->auth == IDENTITY_AUTH_CERT_SCRAM;
 }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "gate/log.h"
+#include "gate/min_necessary.h"
 #include "gate/scram.h"
 #include "sqlpolicy/sqlpolicy.h"
 
@@ -44,11 +45,51 @@ typedef struct cfg_role {
     char *name;
     char **upstreams; /* NULL-terminated names of upstreams this role may use */
     sqlp_role policy;
+    minnec_limits minnec; /* estimate_row_limit, phi_row_budget (gate/min_necessary.h) */
 } cfg_role;
+
+/* An OIDC issuer whose signed tokens (JWT) agents present as their password. */
+typedef struct cfg_oidc_issuer {
+    char *name;          /* the key under oidc: (identities name issuers by it) */
+    char *issuer;        /* the "iss" its tokens carry */
+    char *audience;      /* the "aud" a token for phigate must contain */
+    char *jwks_file;     /* keys from a file ... */
+    char *jwks_uri;      /* ... or fetched over HTTPS (oidc.c) */
+    char *ca_file;       /* CA bundle the jwks_uri server is verified against (NULL: system store) */
+    char **algorithms;   /* NULL-terminated names, parsed into algs */
+    unsigned algs;       /* jwt_alg flags (gate/jwks.h) */
+    char *identity_claim;
+    char *role_claim;    /* NULL: the identity's configured role */
+    char **allowed_roles; /* NULL: any configured role may be named by role_claim */
+    int clock_skew_s;
+    int jwks_refresh_s;
+    int jwks_refetch_min_s; /* at most one refetch per this many seconds on an unknown kid */
+    int64_t max_token_bytes;
+    int64_t max_jwks_bytes;
+} cfg_oidc_issuer;
+
+/* How an identity logs in (identities.<name>.auth). */
+typedef enum {
+    IDENTITY_AUTH_SCRAM = 0,  /* SCRAM-SHA-256 with its verifier (the default) */
+    IDENTITY_AUTH_CERT,       /* a TLS client certificate that names it, no password */
+    IDENTITY_AUTH_CERT_SCRAM, /* both: the certificate, then SCRAM */
+} identity_auth;
+
+/* Which name in a client certificate maps it to an identity (tls.client_cert_name). */
+typedef enum {
+    CERT_NAME_CN = 0, /* the subject's commonName */
+    CERT_NAME_DNS,    /* a subjectAltName dNSName */
+    CERT_NAME_URI,    /* a subjectAltName URI (e.g. spiffe://...) */
+    CERT_NAME_EMAIL,  /* a subjectAltName rfc822Name */
+} cert_name_kind;
 
 typedef struct cfg_identity {
     char *name;
-    char *secret; /* SCRAM verifier text */
+    int auth;        /* identity_auth */
+    char *cert_name; /* the certificate name that maps to it (default: the identity's name) */
+    char *secret;    /* SCRAM verifier text; NULL when the identity logs in with a token or certificate only */
+    char *oidc_issuer_name;
+    const cfg_oidc_issuer *oidc; /* set: logs in with a JWT from this issuer, over TLS only */
     scram_verifier verifier;
     char *role_name;
     const cfg_role *role;
@@ -93,6 +134,10 @@ typedef struct config {
     char *tls_cert_file;
     char *tls_key_file;
     bool tls_required;
+    /* client certificates (auth: cert identities) */
+    char *tls_client_ca_file;
+    char *tls_client_crl_file;
+    int tls_client_cert_name; /* cert_name_kind */
     /* limits */
     int64_t max_message_bytes;
     int64_t max_startup_bytes;
@@ -106,6 +151,7 @@ typedef struct config {
     int audit_checkpoint_records;
     int audit_checkpoint_ms;
     int64_t audit_rotate_bytes;
+    int64_t audit_preallocate_bytes;
 
     /* approvals queue in Redis (sections redis: and approvals:) */
     bool redis_enabled; /* a redis: section is present */
@@ -135,6 +181,8 @@ typedef struct config {
     size_t nidentities;
     cfg_approver *approvers;
     size_t napprovers;
+    cfg_oidc_issuer *oidc_issuers;
+    size_t noidc_issuers;
 } config;
 
 /* Parse and validate; on failure returns NULL and errors holds one line per problem. */
@@ -147,7 +195,13 @@ const cfg_upstream *config_find_upstream(const config *cfg, const char *name);
 const cfg_upstream *config_find_upstream_for(const config *cfg, const char *protocol, const char *db);
 const cfg_identity *config_find_identity(const config *cfg, const char *name);
 const cfg_approver *config_find_approver(const config *cfg, const char *name);
+const cfg_role *config_find_role(const config *cfg, const char *name);
+/* May an identity of issuer iss be bound to role (named by its token)? */
+bool config_issuer_allows_role(const cfg_oidc_issuer *iss, const char *role);
 bool config_role_allows_upstream(const cfg_role *role, const char *upstream);
+/* What an identity's login needs (identities.<name>.auth). */
+bool config_identity_needs_cert(const cfg_identity *id);
+bool config_identity_needs_scram(const cfg_identity *id);
 
 /* Read a secret from a file that only its owner may read; false with err on failure. */
 bool config_read_secret_file(const char *path, char **out, char *err, size_t errlen);

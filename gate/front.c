@@ -4,7 +4,6 @@
 #include "gate/front.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -16,6 +15,7 @@
 #include <string.h>
 
 #include "gate/conn.h"
+#include "gate/listener.h"
 #include "gate/log.h"
 #include "gate/tls.h"
 
@@ -85,7 +85,8 @@ void front_session_remove(front_session *fs)
 {
     front *f = fs->front;
     if (fs->counted)
-        limits_release_connection(f->limits, fs->identity);
+        limits_release_connection(f->limits, fs->limit_slot);
+    limits_release_client(f->limits);
     if (fs->all_prev)
         fs->all_prev->all_next = fs->all_next;
     else
@@ -95,24 +96,22 @@ void front_session_remove(front_session *fs)
     f->nsessions--;
 }
 
-static size_t identity_index(const front_session *fs, const cfg_identity *id)
-{
-    return (size_t)(id - fs->front->cfg->identities);
-}
-
+/* Slots are keyed by identity name: a reload that reorders or adds identities
+ * keeps every identity's counts. */
 bool front_session_take_connection_slot(front_session *fs, const cfg_identity *id)
 {
-    if (!limits_acquire_connection(fs->front->limits, identity_index(fs, id), id->max_connections))
+    size_t slot = limits_slot(fs->front->limits, id->name);
+    if (!limits_acquire_connection(fs->front->limits, slot, id->max_connections))
         return false;
-    fs->identity = identity_index(fs, id);
+    fs->limit_slot = slot;
     fs->counted = true;
     return true;
 }
 
 bool front_session_take_statement_token(front_session *fs, const cfg_identity *id)
 {
-    return limits_take_statement(fs->front->limits, identity_index(fs, id), id->statements_per_second,
-                                 limits_now_ns());
+    size_t slot = fs->counted ? fs->limit_slot : limits_slot(fs->front->limits, id->name);
+    return limits_take_statement(fs->front->limits, slot, id->statements_per_second, limits_now_ns());
 }
 
 void front_session_log(const front_session *fs, int level, const char *fmt, ...)
@@ -312,7 +311,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
     (void)l, (void)salen;
     front *f = arg;
-    if (f->nsessions >= (size_t)f->cfg->max_clients) {
+    /* Counted in the limits every generation shares: a reload opens no room. */
+    if (!limits_acquire_client(f->limits, f->cfg->max_clients)) {
         /* Too many clients: say so in protocol form, then close. */
         static const char msg[] = "phigate: too many client connections";
         log_warn("%s: %s (max_clients=%d)", f->ops->name, msg, f->cfg->max_clients);
@@ -326,13 +326,6 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     char host[INET6_ADDRSTRLEN], addr[64];
     format_addr(sa, host, sizeof host, addr, sizeof addr);
     f->ops->accept(f, fd, host, addr);
-}
-
-static void accept_error_cb(struct evconnlistener *l, void *arg)
-{
-    (void)l;
-    front *f = arg;
-    log_error("%s: accept failed: %s", f->ops->name, strerror(errno));
 }
 
 /* Resolved once at start: the loop never blocks on DNS per connection. */
@@ -384,36 +377,36 @@ bool front_init(front *f, const front_ops *ops, struct event_base *base, const c
     f->base = base;
     f->cfg = cfg;
     f->audit = audit;
-    f->limits = limits_new(cfg->nidentities);
+    f->limits = limits_new(0); /* slots by identity name (limits_slot) */
     f->reaper = event_new(base, -1, 0, reaper_cb, f);
     if (RAND_bytes(f->mock_secret, sizeof f->mock_secret) != 1) {
         snprintf(err, errlen, "no randomness for the mock-authentication secret");
         return false;
     }
-    if (cfg->tls_cert_file && !(f->tls_ctx = tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, errlen)))
+    if (!tls_front_ctx(cfg, &f->tls_ctx, err, errlen))
         return false;
     return resolve_upstreams(f, err, errlen);
 }
 
 bool front_listen(front *f, const char *address, int port, const char *listen_key, char *err, size_t errlen)
 {
-    struct sockaddr_storage ss;
-    int sslen = sizeof ss;
     char addr[128];
-    snprintf(addr, sizeof addr, strchr(address, ':') ? "[%s]:%d" : "%s:%d", address, port);
-    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) != 0) {
-        snprintf(err, errlen, "%s.address %s is not an IP address", listen_key, address);
+    f->listener = listener_open(f->base, address, port, listen_key, accept_cb, f, addr, sizeof addr, err, errlen);
+    if (!f->listener)
         return false;
-    }
-    f->listener = evconnlistener_new_bind(f->base, accept_cb, f, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 512,
-                                          (struct sockaddr *)&ss, sslen);
-    if (!f->listener) {
-        snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
-        return false;
-    }
-    evconnlistener_set_error_cb(f->listener, accept_error_cb);
     log_info("%s listening on %s%s", f->ops->name, addr, f->tls_ctx ? " (TLS available)" : "");
     return true;
+}
+
+void front_take_over(front *next, front *prev)
+{
+    /* The socket stays open: connections queued in it are accepted by next. */
+    listener_hand_over(&prev->listener, &next->listener, accept_cb, next);
+    /* Per-identity and client counts go on across the reload: one object, keyed by name. */
+    limits_free(next->limits);
+    next->limits = limits_ref(prev->limits);
+    next->approvals = prev->approvals;
+    next->next_id = prev->next_id;
 }
 
 void front_shutdown(front *f)

@@ -14,6 +14,15 @@
  *
  * A front embeds a `front` in its server and a `front_session` in each session;
  * the protocol (greeting, errors, states) stays in the front.
+ *
+ * Configuration reload: each configuration is a generation of fronts.  The
+ * next one is made with front_init (no listener), and front_take_over hands it
+ * the listening socket (never closed, so queued connections are accepted by the
+ * new generation), the approvals client and the limits.  The limits are one
+ * refcounted object shared by every generation: connection slots are keyed by
+ * identity name, and max_clients counts the client sockets of all
+ * generations.  An older generation keeps its configuration, TLS contexts and
+ * engines for its own sessions until they end (nsessions 0), then is freed.
  */
 #ifndef PHIGATE_FRONT_H
 #define PHIGATE_FRONT_H
@@ -79,7 +88,7 @@ typedef struct front_session {
     struct front_session *next_dead; /* the reaper's list */
     struct front_session *all_next, *all_prev; /* every live session, for shutdown */
     uint64_t id;
-    size_t identity;                 /* index in cfg->identities, once counted */
+    size_t limit_slot;               /* its identity's slot in the limits (by name), once counted */
     bool on_dead_list;               /* queued for the reaper: never queued twice */
     bool counted;                    /* holds one of its identity's connection slots */
     int closing_polls;               /* front_close_when_flushed: checks so far */
@@ -91,11 +100,12 @@ struct front {
     const config *cfg;
     struct audit_log *audit;
     struct approvals *approvals;     /* NULL: held statements are refused */
-    SSL_CTX *tls_ctx;                /* NULL when no certificate is configured */
+    struct oidc *oidc;               /* token issuers of this generation's configuration (NULL: none) */
+    SSL_CTX *tls_ctx;                /* NULL when no certificate is configured (tls_front_ctx) */
     SSL_CTX **upstream_tls;          /* per upstream, NULL when TLS is off */
     struct sockaddr_storage *upstream_addr;
     socklen_t *upstream_addrlen;     /* 0: not this front's protocol */
-    identity_limits *limits;
+    identity_limits *limits;         /* shared by all generations (limits_ref) */
     struct evconnlistener *listener;
     struct event *reaper;
     front_session *dead, *all;
@@ -110,6 +120,9 @@ bool front_init(front *f, const front_ops *ops, struct event_base *base, const c
                 struct audit_log *audit, char *err, size_t errlen);
 /* Listen on address:port (listen_key names the setting in errors, "listen.mysql"). */
 bool front_listen(front *f, const char *address, int port, const char *listen_key, char *err, size_t errlen);
+/* Reload: next (front_init'ed, not listening) takes prev's listener, limits,
+ * approvals client and session ids; prev goes on serving its sessions. */
+void front_take_over(front *next, front *prev);
 /* Close every session (ops->close) and stop listening. */
 void front_shutdown(front *f);
 /* Free the sessions still queued, then everything front_init made. */

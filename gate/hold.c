@@ -9,7 +9,12 @@ const char *hold_fingerprint(const sqlp_decision *d)
     return d->nstatements ? d->statements[0].fingerprint : NULL;
 }
 
-approval_request hold_request(const hold_origin *o, const sqlp_decision *d, const char *statement)
+hold_subject hold_subject_of(const sqlp_decision *d)
+{
+    return (hold_subject){hold_fingerprint(d), d->rule, d->reason};
+}
+
+approval_request hold_request(const hold_origin *o, const hold_subject *what, const char *statement)
 {
     return (approval_request){
         .identity = o->identity,
@@ -17,9 +22,9 @@ approval_request hold_request(const hold_origin *o, const sqlp_decision *d, cons
         .database = o->database,
         .protocol = o->protocol,
         .statement = statement,
-        .fingerprint = hold_fingerprint(d),
-        .reason = d->reason,
-        .rule = d->rule,
+        .fingerprint = what->fingerprint,
+        .reason = what->reason,
+        .rule = what->rule,
         .wait_ms = o->wait_ms,
     };
 }
@@ -41,8 +46,8 @@ char *hold_capped_sql(const sqlp_decision *d, uint64_t row_cap)
     return out;
 }
 
-hold_refusal_kind hold_refusal(approval_outcome outcome, const approval_result *r, const sqlp_decision *d,
-                               char *msg, size_t msglen)
+hold_refusal_kind hold_refusal(approval_outcome outcome, const approval_result *r, const char *rule, char *msg,
+                               size_t msglen)
 {
     const char *id = r->request_id ? r->request_id : "(none)";
     switch (outcome) {
@@ -54,7 +59,7 @@ hold_refusal_kind hold_refusal(approval_outcome outcome, const approval_result *
         snprintf(msg, msglen,
                  "statement held for approval (rule %s) and not approved in time: request %s is pending; "
                  "a retry after an approver approves it will pass",
-                 d->rule ? d->rule : "?", id);
+                 rule ? rule : "?", id);
         return HOLD_REFUSED_TIMEOUT;
     case APPROVAL_APPROVED: /* not a refusal: callers never ask; fail closed if one does */
     case APPROVAL_UNAVAILABLE:

@@ -25,8 +25,17 @@ typedef struct {
     uint32_t wait_ms; /* approvals.wait_ms */
 } hold_origin;
 
+/* What an approver is asked about and an approval is bound to (borrowed):
+ * the policy decision's, or the minimum-necessary checks' that held it. */
+typedef struct {
+    const char *fingerprint, *rule, *reason;
+} hold_subject;
+
+/* The subject of a statement the policy decision held. */
+hold_subject hold_subject_of(const sqlp_decision *d);
+
 /* The approval request for a held statement (NUL-terminated text as the agent sent it). */
-approval_request hold_request(const hold_origin *o, const sqlp_decision *d, const char *statement);
+approval_request hold_request(const hold_origin *o, const hold_subject *what, const char *statement);
 
 /* The statement's fingerprint for grants and audit records, or NULL. */
 const char *hold_fingerprint(const sqlp_decision *d);
@@ -46,8 +55,8 @@ typedef enum {
     HOLD_REFUSED_CANCELLED,   /* the client cancelled: the request was withdrawn */
 } hold_refusal_kind;
 
-hold_refusal_kind hold_refusal(approval_outcome outcome, const approval_result *r, const sqlp_decision *d,
-                               char *msg, size_t msglen);
+hold_refusal_kind hold_refusal(approval_outcome outcome, const approval_result *r, const char *rule, char *msg,
+                               size_t msglen);
 
 /* The text of a cancelled hold's refusal. */
 #define HOLD_CANCELLED_MESSAGE "canceling statement due to user request (its approval request was withdrawn)"

@@ -40,7 +40,7 @@ const char *my_audit_unavailable(my_session *s) { return audit_session_unavailab
 void my_audit_connect(my_session *s)
 {
     audit_session_connect(&s->aud, s->client_addr, tls_version(s), s->user, s->auth_method_name, s->up->name,
-                          s->identity->role->name);
+                          s->role->name);
 }
 
 void my_audit_auth_failure(my_session *s, const char *reason)
@@ -67,7 +67,7 @@ void my_audit_param_token(my_session *s, const uint8_t *v, size_t len, char out[
         out[0] = '\0';
         return;
     }
-    audit_param_token(&s->identity->role->policy, v, len, out);
+    audit_param_token(&s->role->policy, v, len, out);
 }
 
 static void start_result(my_session *s)
@@ -100,7 +100,7 @@ void my_audit_statement(my_session *s, const char *sql, size_t len, const sqlp_d
     if (!log_of(s))
         return;
     if (d)
-        audit_session_statement(&s->aud, sql, len, d, params, nparams, approval_id);
+        audit_session_statement(&s->aud, sql, len, d, params, nparams, approval_id, NULL);
     else
         session_command(s, sql, len, reason);
     start_result(s);

@@ -20,6 +20,10 @@
  * phigate does no RSA key exchange.  An unknown user runs the same exchange
  * against mock verifiers (it looks like an identity with both) and fails at
  * the check with the same 1045 as a wrong password.
+ *
+ * An identity with an oidc_issuer logs in with a token (JWT): over TLS only,
+ * phigate switches to mysql_clear_password and the client sends the token as
+ * its password; oidc.c verifies it, maybe after fetching the issuer's keys.
  */
 #include <event2/buffer.h>
 #include <openssl/hmac.h>
@@ -30,10 +34,13 @@
 
 #include "gate/conn.h"
 #include "gate/log.h"
+#include "gate/oidc.h"
+#include "gate/tls.h"
 #include "myfront/my_audit.h"
 #include "myfront/my_session.h"
 
 #define NATIVE_PLUGIN "mysql_native_password"
+#define CLEAR_PLUGIN "mysql_clear_password"
 #define SHA2_PLUGIN "caching_sha2_password"
 #define GREETING_CHARSET 45 /* utf8mb4_general_ci */
 
@@ -111,11 +118,16 @@ void my_auth_greet(my_session *s)
 
 static void fail_auth(my_session *s, const char *why)
 {
-    char msg[300];
+    char msg[400];
     my_session_log(s, LOG_LEVEL_INFO, "authentication failed: %s", why);
     my_audit_auth_failure(s, why);
-    snprintf(msg, sizeof msg, "Access denied for user '%.64s'@'%s' (using password: %s)", s->user, s->client_host,
-             s->password_given ? "YES" : "NO");
+    /* A refused certificate says why (it is public); a password failure never does. */
+    if (s->auth_method_name && strcmp(s->auth_method_name, "cert") == 0)
+        snprintf(msg, sizeof msg, "Access denied for user '%.64s'@'%s': certificate authentication failed: %s",
+                 s->user, s->client_host, why);
+    else
+        snprintf(msg, sizeof msg, "Access denied for user '%.64s'@'%s' (using password: %s)", s->user,
+                 s->client_host, s->password_given ? "YES" : "NO");
     my_session_fail(s, MY_ER_ACCESS_DENIED, "28000", msg);
 }
 
@@ -176,8 +188,10 @@ static void mock_native(my_session *s, uint8_t out[20])
 
 static void authenticated(my_session *s)
 {
-    my_session_log(s, LOG_LEVEL_INFO, "authenticated with %s%s", s->auth_method_name,
-                   s->client_tls ? " over TLS" : "");
+    if (config_identity_needs_cert(s->identity) && config_identity_needs_scram(s->identity))
+        s->auth_method_name = s->method == MY_AUTH_NATIVE ? "cert+" NATIVE_PLUGIN : "cert+" SHA2_PLUGIN;
+    my_session_log(s, LOG_LEVEL_INFO, "authenticated with %s%s, role %s", s->auth_method_name,
+                   s->client_tls ? " over TLS" : "", s->role->name);
     OPENSSL_cleanse(s->scramble, sizeof s->scramble);
     if (!my_session_take_connection_slot(s)) {
         char msg[200];
@@ -207,6 +221,7 @@ static void check_native(my_session *s, const uint8_t *data, size_t len)
         fail_auth(s, !s->identity ? "unknown identity" : len == 0 ? "no password given" : "wrong password");
         return;
     }
+    s->role = s->identity->role;
     authenticated(s);
 }
 
@@ -263,7 +278,70 @@ static void check_full_password(my_session *s, const uint8_t *data, size_t len)
         fail_auth(s, !s->identity ? "unknown identity" : len == 0 ? "no password given" : "wrong password");
         return;
     }
+    s->role = s->identity->role;
     authenticated(s);
+}
+
+/* ---- token login (oidc) ------------------------------------------------------------- */
+
+static void token_decided(my_session *s, const oidc_login *r)
+{
+    if (!r->ok) {
+        char msg[420];
+        my_session_log(s, LOG_LEVEL_INFO, "authentication failed (oidc): %s", r->reason);
+        my_audit_auth_failure(s, r->reason);
+        snprintf(msg, sizeof msg, "Access denied for user '%.64s'@'%s': token authentication failed: %s", s->user,
+                 s->client_host, r->reason);
+        my_session_fail(s, MY_ER_ACCESS_DENIED, "28000", msg);
+        return;
+    }
+    s->role = r->role;
+    authenticated(s);
+}
+
+static void token_checked(void *arg, const oidc_login *r)
+{
+    my_session *s = arg;
+    s->oidc_wait = NULL;
+    if (s->state != MYC_AUTH_TOKEN_WAIT)
+        return;
+    token_decided(s, r);
+    my_session_flush(s);
+}
+
+/* The clear password packet: the token, NUL-terminated by most clients. */
+static void check_token(my_session *s, const uint8_t *data, size_t len)
+{
+    if (len > 0 && data[len - 1] == '\0')
+        len--;
+    s->password_given = len > 0;
+    oidc_login r;
+    oidc_wait *w;
+    if (oidc_check(my_server_oidc(s->server), s->identity, (const char *)data, len, &r, token_checked, s, &w)) {
+        token_decided(s, &r);
+        return;
+    }
+    s->oidc_wait = w;
+    conn_read_disable(s->client);
+    my_session_set_state(s, MYC_AUTH_TOKEN_WAIT);
+}
+
+/* The token is asked for only over TLS: on a plain connection the client is
+ * refused before it sends it. */
+static bool token_login_possible(my_session *s)
+{
+    const char *why = !s->client_tls ? "token login requires TLS"
+                    : !my_server_oidc(s->server) ? "token login is not available" : NULL;
+    if (!why)
+        return true;
+    char msg[300];
+    my_session_log(s, LOG_LEVEL_INFO, "authentication failed (oidc): %s", why);
+    my_audit_auth_failure(s, why);
+    snprintf(msg, sizeof msg, "Access denied for user '%.64s'@'%s': %s%s", s->user, s->client_host, why,
+             s->client_tls ? "" : ": phigate does not take a token over an unencrypted connection; "
+                                  "connect with ssl-mode=REQUIRED (--ssl)");
+    my_session_fail(s, MY_ER_ACCESS_DENIED, "28000", msg);
+    return false;
 }
 
 /* Auth data in answer to the plugin phigate chose (first response or after a switch). */
@@ -271,6 +349,8 @@ static void auth_data(my_session *s, const uint8_t *data, size_t len)
 {
     if (s->method == MY_AUTH_NATIVE)
         check_native(s, data, len);
+    else if (s->method == MY_AUTH_TOKEN)
+        check_token(s, data, len);
     else
         sha2_ask_full(s, len);
 }
@@ -314,12 +394,33 @@ static void begin_auth(my_session *s, const my_handshake_response *r)
     s->client_max_packet = r->max_packet;
     s->charset = r->charset;
     s->identity = config_find_identity(cfg, s->user);
+    bool token = s->identity && s->identity->oidc;
+    if (token) {
+        s->auth_method_name = "oidc";
+        if (!token_login_possible(s))
+            return;
+    } else if (s->identity && config_identity_needs_cert(s->identity)) {
+        char why[200];
+        s->auth_method_name = "cert";
+        if (!tls_client_cert_check(s->client_tls ? conn_ssl(s->client) : NULL, cfg->tls_client_cert_name,
+                                   s->identity->cert_name, why, sizeof why)) {
+            fail_auth(s, why);
+            return;
+        }
+        if (!config_identity_needs_scram(s->identity)) {
+            s->role = s->identity->role;
+            authenticated(s); /* the certificate is the credential: what the client sent as password is ignored */
+            return;
+        }
+    }
     bool has_native = s->identity ? s->identity->has_mysql_native : true;
     const char *client_plugin = r->plugin ? r->plugin : (r->capabilities & MY_CAP(PLUGIN_AUTH)) ? "" : NATIVE_PLUGIN;
     bool wants_native = strcmp(client_plugin, NATIVE_PLUGIN) == 0;
-    s->method = has_native && (wants_native || !s->client_tls) ? MY_AUTH_NATIVE : MY_AUTH_SHA2;
-    s->auth_method_name = s->method == MY_AUTH_NATIVE ? NATIVE_PLUGIN : SHA2_PLUGIN;
-    if (strcmp(client_plugin, s->auth_method_name) == 0) {
+    s->method = token ? MY_AUTH_TOKEN : has_native && (wants_native || !s->client_tls) ? MY_AUTH_NATIVE : MY_AUTH_SHA2;
+    const char *plugin = token ? CLEAR_PLUGIN : s->method == MY_AUTH_NATIVE ? NATIVE_PLUGIN : SHA2_PLUGIN;
+    if (!token)
+        s->auth_method_name = plugin;
+    if (strcmp(client_plugin, plugin) == 0) {
         auth_data(s, r->auth, r->auth_len);
         return;
     }
@@ -327,7 +428,7 @@ static void begin_auth(my_session *s, const my_handshake_response *r)
     uint8_t data[MY_SCRAMBLE_LEN + 1];
     memcpy(data, s->scramble, MY_SCRAMBLE_LEN);
     data[MY_SCRAMBLE_LEN] = 0;
-    my_put_auth_switch(conn_output(s->client), s->seq++, s->auth_method_name, data, sizeof data);
+    my_put_auth_switch(conn_output(s->client), s->seq++, plugin, data, sizeof data);
     my_session_set_state(s, MYC_AUTH_SWITCH);
 }
 
@@ -365,8 +466,12 @@ void my_auth_on_client_data(my_session *s)
     while (s->state == MYC_HANDSHAKE || s->state == MYC_AUTH_SWITCH || s->state == MYC_AUTH_FULL) {
         uint8_t *payload, seq;
         size_t len;
-        /* Before login only small packets: the limit is checked on the header. */
-        int r = my_read_login_packet(in, s->seq, (uint64_t)cfg->max_startup_bytes, &payload, &len, &seq);
+        /* Before login only small packets (a token up to its issuer's bound): checked on the header. */
+        uint64_t max = (uint64_t)cfg->max_startup_bytes;
+        if (s->state == MYC_AUTH_SWITCH && s->method == MY_AUTH_TOKEN &&
+            (uint64_t)s->identity->oidc->max_token_bytes + 1 > max)
+            max = (uint64_t)s->identity->oidc->max_token_bytes + 1;
+        int r = my_read_login_packet(in, s->seq, max, &payload, &len, &seq);
         if (r == 0)
             return;
         if (r < 0) {

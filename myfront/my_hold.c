@@ -69,7 +69,7 @@ static void on_outcome(void *arg, approval_outcome outcome, const approval_resul
         char msg[700];
         uint16_t code;
         const char *sqlstate;
-        refusal_code(hold_refusal(outcome, r, h->d, msg, sizeof msg), &code, &sqlstate);
+        refusal_code(hold_refusal(outcome, r, h->d->rule, msg, sizeof msg), &code, &sqlstate);
         my_relay_refuse_held(s, h->wire, h->sql, h->len, h->d, code, sqlstate, msg);
     }
     held_free(h);
@@ -89,7 +89,8 @@ bool my_hold_start(my_session *s, size_t wire, const char *sql, size_t len, sqlp
     s->held = h;
     hold_origin who = {s->user, s->client_addr, s->up->name, "mysql",
                        (uint32_t)my_server_config(s->server)->approvals_wait_ms};
-    approval_request req = hold_request(&who, d, h->sql);
+    hold_subject what = hold_subject_of(d);
+    approval_request req = hold_request(&who, &what, h->sql);
     my_session_log(s, LOG_LEVEL_INFO, "statement held for approval (rule %s)", d->rule ? d->rule : "?");
     /* The callback never runs inline, so s->held is in place when it does. */
     h->wait = approvals_request(a, &req, on_outcome, s);

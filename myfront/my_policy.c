@@ -213,7 +213,7 @@ sqlp_decision *my_policy_decide(my_session *s, const char *sql, size_t len)
     }
     path[n++] = '"';
     path[n] = '\0';
-    sqlp_context ctx = {s->user, &s->identity->role->policy, s->up->database, path, SQLP_DIALECT_MYSQL,
+    sqlp_context ctx = {s->user, &s->role->policy, s->up->database, path, SQLP_DIALECT_MYSQL,
                         s->sqlsession};
     return sqlp_decide(s->engine, &ctx, sql, len);
 }
@@ -374,7 +374,7 @@ void my_policy_column(my_session *s, uint32_t index, const my_column_def *def)
     if (index >= ps->ncols)
         return;
     ps->col_type[index] = def->type;
-    if (s->identity->role->policy.unmasked || def->org_table_len == 0 || def->org_name_len == 0)
+    if (s->role->policy.unmasked || def->org_table_len == 0 || def->org_name_len == 0)
         return;
     char schema[NAME_MAX_LEN], table[NAME_MAX_LEN], column[NAME_MAX_LEN];
     copy_name(schema, def->schema, def->schema_len);
@@ -395,7 +395,7 @@ void my_policy_column(my_session *s, uint32_t index, const my_column_def *def)
 
 static void put_masked(my_session *s, const char *mask, const uint8_t *v, size_t len, struct evbuffer *out)
 {
-    char *m = sqlp_mask_value(mask, (const char *)v, len, &s->identity->role->policy);
+    char *m = sqlp_mask_value(mask, (const char *)v, len, &s->role->policy);
     /* Out of memory: a fixed redaction rather than the raw value. */
     const char *text = m ? m : "***";
     my_put_lenenc_str(out, text, strlen(text));

@@ -779,8 +779,8 @@ static bool schema_changed(my_session *s, const uint8_t *name, size_t len)
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         const cfg_upstream *u = &cfg->upstreams[i];
         if (strcmp(u->protocol, "mysql") == 0 && same_server(u, s->up) && strlen(u->database) == len &&
-            memcmp(u->database, name, len) == 0 && s->identity->role &&
-            config_role_allows_upstream(s->identity->role, u->name))
+            memcmp(u->database, name, len) == 0 && s->role &&
+            config_role_allows_upstream(s->role, u->name))
             return switch_upstream(s, u);
     }
     char esc[80], msg[300];

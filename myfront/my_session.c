@@ -17,6 +17,7 @@
 #include "gate/conn.h"
 #include "gate/engines.h"
 #include "gate/log.h"
+#include "gate/oidc.h"
 #include "myfront/my_audit.h"
 #include "myfront/my_hold.h"
 #include "myfront/my_policy.h"
@@ -68,6 +69,8 @@ const uint8_t *my_server_mock_secret(const my_server *srv) { return srv->f.mock_
 struct audit_log *my_server_audit(const my_server *srv) { return srv->f.audit; }
 struct approvals *my_server_approvals(const my_server *srv) { return srv->f.approvals; }
 void my_server_set_approvals(my_server *srv, struct approvals *a) { srv->f.approvals = a; }
+struct oidc *my_server_oidc(const my_server *srv) { return srv->f.oidc; }
+void my_server_set_oidc(my_server *srv, struct oidc *o) { srv->f.oidc = o; }
 size_t my_server_session_count(const my_server *srv) { return srv->f.nsessions; }
 
 uint32_t my_server_capabilities(const my_server *srv)
@@ -137,6 +140,7 @@ static void session_free(void *arg)
     my_session *s = arg;
     front_session_remove(&s->fs);
     engines_forget(s->server->engines, s);
+    oidc_cancel(s->oidc_wait);
     my_hold_withdraw(s, "session freed");
     my_relay_free(s);
     my_policy_session_free(s);
@@ -280,8 +284,9 @@ static void engine_ready(void *waiter, sqlp_engine *engine, const char *err)
     my_upstream_engine_ready(waiter, engine, err);
 }
 
-my_server *my_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
-                         size_t errlen)
+/* Everything but the listener (see pg_server_prepare). */
+my_server *my_server_prepare(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
+                             size_t errlen)
 {
     my_server *srv = calloc(1, sizeof *srv);
     if (!front_init(&srv->f, &my_front_ops, base, cfg, audit, err, errlen)) {
@@ -297,11 +302,24 @@ my_server *my_server_new(struct event_base *base, const config *cfg, struct audi
     srv->next_connection_id &= 0x3fffffff;
     my_policy_library_init();
     srv->engines = engines_new(base, cfg, "mysql", my_policy_load_engine, engine_ready);
-    if (!front_listen(&srv->f, cfg->my_address, cfg->my_port, "listen.mysql", err, errlen)) {
+    return srv;
+}
+
+my_server *my_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
+                         size_t errlen)
+{
+    my_server *srv = my_server_prepare(base, cfg, audit, err, errlen);
+    if (srv && !front_listen(&srv->f, cfg->my_address, cfg->my_port, "listen.mysql", err, errlen)) {
         my_server_free(srv);
         return NULL;
     }
     return srv;
+}
+
+void my_server_take_over(my_server *next, my_server *prev)
+{
+    front_take_over(&next->f, &prev->f);
+    next->next_connection_id = prev->next_connection_id;
 }
 
 void my_server_shutdown(my_server *srv) { front_shutdown(&srv->f); }

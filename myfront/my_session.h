@@ -41,6 +41,7 @@ typedef struct conn conn;
     X(MYC_TLS)         /* TLS handshake with the client in progress */ \
     X(MYC_AUTH_SWITCH) /* AuthSwitchRequest sent; waiting for the client's auth data */ \
     X(MYC_AUTH_FULL)   /* caching_sha2 full authentication asked; waiting for the password (TLS) */ \
+    X(MYC_AUTH_TOKEN_WAIT) /* token (mysql_clear_password, TLS) received; waiting for the issuer's keys */ \
     X(MYC_CONNECTING)  /* identity proven; upstream being opened, no OK sent yet */ \
     X(MYC_ACTIVE)      /* command phase: relaying */ \
     X(MYC_CLOSING)     /* flushing a last ERR, then closed */ \
@@ -104,6 +105,7 @@ const char *myr_state_name(myr_state s);
 typedef enum {
     MY_AUTH_NATIVE,  /* mysql_native_password against identities.*.mysql_native */
     MY_AUTH_SHA2,    /* caching_sha2_password full authentication (TLS) against the SCRAM verifier */
+    MY_AUTH_TOKEN,   /* mysql_clear_password (TLS only) carrying a JWT for an oidc identity */
 } my_auth_method;
 
 typedef struct my_session {
@@ -132,6 +134,8 @@ typedef struct my_session {
     char user[MY_MAX_USER];
     char database[MY_MAX_DB];     /* as the client asked for it; "" = none */
     const cfg_identity *identity; /* NULL for an unknown user (mock path) */
+    const cfg_role *role;         /* the identity's role, or the one its token named */
+    struct oidc_wait *oidc_wait;  /* MYC_AUTH_TOKEN_WAIT: the pending key fetch */
     my_auth_method method;
     const char *auth_method_name;
     bool password_given;
@@ -197,6 +201,7 @@ SSL_CTX *my_server_tls_ctx(const my_server *srv);
 SSL_CTX *my_server_upstream_tls(const my_server *srv, int upstream_index);
 bool my_server_upstream_addr(const my_server *srv, int upstream_index, struct sockaddr_storage *ss, socklen_t *len);
 const uint8_t *my_server_mock_secret(const my_server *srv);
+struct oidc *my_server_oidc(const my_server *srv);
 struct audit_log *my_server_audit(const my_server *srv);
 /* The approval queue, or NULL when approvals are off (held statements are refused). */
 struct approvals *my_server_approvals(const my_server *srv);

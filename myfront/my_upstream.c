@@ -55,7 +55,7 @@ static void upstream_fail(my_session *s, const char *why)
 const cfg_upstream *my_upstream_for(my_session *s, const char *database, uint16_t *code, char *why, size_t whylen)
 {
     const config *cfg = my_server_config(s->server);
-    const cfg_role *role = s->identity ? s->identity->role : NULL;
+    const cfg_role *role = s->role;
     if (!role) {
         *code = MY_ER_DBACCESS_DENIED;
         snprintf(why, whylen, "Access denied for user '%.64s'@'%s': no role", s->user, s->client_host);

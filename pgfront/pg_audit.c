@@ -17,6 +17,8 @@
 #include "gate/audit_session.h"
 #include "gate/conn.h"
 #include "gate/log.h"
+#include "gate/min_necessary.h"
+#include "pgfront/pg_minnec.h"
 #include "pgfront/pg_policy.h"
 #include "pgfront/pg_session.h"
 
@@ -30,6 +32,7 @@ typedef struct tracker {
     track_kind kind;
     uint64_t ordinal;
     audit_result r;
+    bool phi_rows; /* a PHI read: its rows count against the identity's budget */
 } tracker;
 
 typedef struct portal {
@@ -74,23 +77,24 @@ const char *pg_audit_unavailable(pg_session *s) { return audit_session_unavailab
 void pg_audit_connect(pg_session *s)
 {
     audit_session_connect(&s->aud, s->client_addr, tls_version(s), s->user, s->scram_method, s->database,
-                          s->identity->role->name);
+                          s->role->name);
 }
 
-void pg_audit_auth_failure(pg_session *s, const char *reason)
+void pg_audit_auth_failure(pg_session *s, const char *method, const char *reason)
 {
-    audit_session_auth_failure(&s->aud, s->client_addr, tls_version(s), s->user, "scram-sha-256", reason);
+    audit_session_auth_failure(&s->aud, s->client_addr, tls_version(s), s->user, method, reason);
 }
 
 void pg_audit_disconnect(pg_session *s, const char *why) { audit_session_disconnect(&s->aud, why); }
 
 /* ---- statements ------------------------------------------------------------------ */
 
-static void push_tracker(pg_session *s, track_kind kind)
+static void push_tracker(pg_session *s, track_kind kind, bool phi_rows)
 {
     pg_audit_state *st = state_of(s);
     tracker *t = calloc(1, sizeof *t);
     t->kind = kind;
+    t->phi_rows = phi_rows;
     t->ordinal = s->syncs_sent + 1;
     audit_result_begin(&t->r, s->aud.statements);
     if (st->tail)
@@ -100,19 +104,20 @@ static void push_tracker(pg_session *s, track_kind kind)
     st->tail = t;
 }
 
-void pg_audit_statement(pg_session *s, const char *sql, size_t len, const sqlp_decision *d, bool query)
+void pg_audit_statement(pg_session *s, const char *sql, size_t len, const sqlp_decision *d, bool query,
+                        const minnec_outcome *mn)
 {
-    pg_audit_statement_approved(s, sql, len, d, query, NULL);
+    pg_audit_statement_approved(s, sql, len, d, query, NULL, mn);
 }
 
 void pg_audit_statement_approved(pg_session *s, const char *sql, size_t len, const sqlp_decision *d, bool query,
-                                 const char *approval_id)
+                                 const char *approval_id, const minnec_outcome *mn)
 {
     if (!log_of(s))
         return;
-    audit_session_statement(&s->aud, sql, len, d, NULL, 0, approval_id);
+    audit_session_statement(&s->aud, sql, len, d, NULL, 0, approval_id, mn);
     /* A Query's result (or refusal) ends at its ReadyForQuery; a refused Parse's at its error. */
-    push_tracker(s, query ? TRACK_QUERY : TRACK_EXECUTE);
+    push_tracker(s, query ? TRACK_QUERY : TRACK_EXECUTE, minnec_phi_read(d));
 }
 
 void pg_audit_approval(pg_session *s, const char *event, const char *request_id, const char *approver,
@@ -181,16 +186,16 @@ void pg_audit_bind(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr
         if (len < 0)
             p->null[i] = true;
         else
-            audit_param_token(&s->identity->role->policy, len > 0 ? v : (const uint8_t *)"", (size_t)(len > 0 ? len : 0),
+            audit_param_token(&s->role->policy, len > 0 ? v : (const uint8_t *)"", (size_t)(len > 0 ? len : 0),
                               p->params[i]);
     }
     free(msg);
 }
 
-void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos, uint32_t total)
+/* The portal an Execute names, and the decision and text of its statement. */
+static portal *execute_portal(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos, uint32_t total,
+                              const sqlp_decision **d, const char **text)
 {
-    if (!log_of(s))
-        return;
     pg_audit_state *st = state_of(s);
     char head[PG_HEADER_LEN + 128];
     size_t want = total < sizeof head ? total : sizeof head;
@@ -202,21 +207,44 @@ void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_
     if (!pg_get_cstring(&c, &pname, NULL))
         pname = "";
     portal *p = find_portal(st, pname);
+    *text = NULL;
+    *d = p ? pg_policy_prepared(s, p->statement, text) : NULL;
+    return p;
+}
+
+const sqlp_decision *pg_audit_execute_decision(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos,
+                                               uint32_t total, const char **statement)
+{
+    const sqlp_decision *d = NULL;
+    const char *text;
+    portal *p = log_of(s) ? execute_portal(s, in, pos, total, &d, &text) : NULL;
+    *statement = p ? p->statement : NULL;
+    return d;
+}
+
+void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *pos, uint32_t total,
+                      const minnec_outcome *mn)
+{
+    if (!log_of(s))
+        return;
     const char *text = NULL;
-    const sqlp_decision *d = p ? pg_policy_prepared(s, p->statement, &text) : NULL;
+    const sqlp_decision *d;
+    portal *p = execute_portal(s, in, pos, total, &d, &text);
     audit_param params[256];
     size_t np = 0;
     for (size_t i = 0; p && i < p->nparams && i < 256; i++, np++)
         params[i] = p->null[i] ? (audit_param){NULL, 0} : (audit_param){p->params[i], strlen(p->params[i])};
     if (d) {
-        audit_session_statement(&s->aud, text, strlen(text), d, params, np, NULL);
+        audit_session_statement(&s->aud, text, strlen(text), d, params, np, NULL, mn);
     } else {
         /* Unknown portal: the server will fail it; still one record per Execute. */
         static const char unknown[] = "(execute of an unknown portal)";
         audit_statement_info info = {.received = unknown, .received_len = sizeof unknown - 1, .decision = "allow"};
         audit_session_statement_info(&s->aud, &info);
     }
-    push_tracker(s, TRACK_EXECUTE);
+    /* A portal phigate lost track of (past MAX_PORTALS) may be anything: its rows
+     * count against a budget, so forgetting cannot be a way around it. */
+    push_tracker(s, TRACK_EXECUTE, d ? minnec_phi_read(d) : s->role->minnec.budget_rows > 0);
 }
 
 /* ---- results ------------------------------------------------------------------------ */
@@ -224,6 +252,8 @@ void pg_audit_execute(pg_session *s, struct evbuffer *in, const struct evbuffer_
 static void finish(pg_session *s, tracker *t, bool executed)
 {
     audit_result_finish(&s->aud, &t->r, executed ? NULL : "not executed: an earlier message of its batch failed");
+    if (t->phi_rows && t->r.rows)
+        pg_minnec_count_rows(s, t->r.rows);
 }
 
 static void pop_head(pg_audit_state *st)

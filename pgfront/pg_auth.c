@@ -15,6 +15,18 @@
  *
  * An unknown identity runs the same exchange against a mock verifier and fails
  * at the proof, so timing and messages do not tell whether a name exists.
+ *
+ * An identity with an oidc_issuer logs in with a token instead, over TLS only
+ * (refused before the client is asked for it on a plain connection):
+ *
+ *                       <--------  AuthenticationCleartextPassword
+ *   PasswordMessage     -------->  (the JWT; oidc.c verifies it, maybe after a key fetch)
+ *                       <--------  AuthenticationOk
+ *
+ * An identity with auth: cert skips SASL: its TLS client certificate (checked
+ * against tls.client_ca_file and the CRL, and naming the identity) is the
+ * credential and AuthenticationOk follows the StartupMessage; auth: cert+scram
+ * checks the certificate first, then runs SCRAM as above.
  */
 #include <event2/buffer.h>
 #include <openssl/ssl.h>
@@ -23,6 +35,7 @@
 
 #include "gate/conn.h"
 #include "gate/log.h"
+#include "gate/oidc.h"
 #include "gate/tls.h"
 #include "pgfront/pg_audit.h"
 #include "pgfront/pg_session.h"
@@ -118,7 +131,50 @@ static bool startup_params_ok(pg_session *s)
     return true;
 }
 
-static void begin_sasl(pg_session *s)
+static void auth_succeeded(pg_session *s);
+
+static void fail_auth(pg_session *s, const char *method, const char *why)
+{
+    char msg[320];
+    pg_session_log(s, LOG_LEVEL_INFO, "authentication failed (%s): %s", method, why);
+    pg_audit_auth_failure(s, method, why);
+    if (strcmp(method, "cert") == 0) {
+        /* The certificate is public: the refusal names what is wrong with it
+         * (revoked, expired, untrusted, not mapped).  A password failure never says why. */
+        snprintf(msg, sizeof msg, "certificate authentication failed for user \"%.64s\": %s", s->user, why);
+        pg_session_fail(s, "28000", msg,
+                        "connect over TLS with sslcert/sslkey of a certificate issued for this identity");
+        return;
+    }
+    if (strcmp(method, "oidc") == 0)
+        snprintf(msg, sizeof msg, "token authentication failed for user \"%.64s\": %s", s->user, why);
+    else
+        snprintf(msg, sizeof msg, "password authentication failed for user \"%.64s\"", s->user);
+    pg_session_fail(s, "28P01", msg, NULL);
+}
+
+/* The token is asked for only over TLS: on a plain connection it is refused
+ * before the client sends it, so it never crosses the network in clear. */
+static void begin_token(pg_session *s)
+{
+    if (!s->client_tls) {
+        const char *why = "token login requires TLS";
+        pg_session_log(s, LOG_LEVEL_INFO, "authentication failed (oidc): %s", why);
+        pg_audit_auth_failure(s, "oidc", why);
+        pg_session_fail(s, "28000",
+                        "token login requires TLS: phigate does not take a token over an unencrypted connection",
+                        "connect with sslmode=require (or verify-full)");
+        return;
+    }
+    if (!pg_server_oidc(s->server)) {
+        fail_auth(s, "oidc", "token login is not available");
+        return;
+    }
+    pg_put_auth(conn_output(s->client), 3, NULL, 0);
+    pg_session_set_state(s, PGC_AUTH_TOKEN);
+}
+
+static void begin_auth(pg_session *s)
 {
     const config *cfg = pg_server_config(s->server);
     if (cfg->tls_required && !s->client_tls) {
@@ -127,6 +183,28 @@ static void begin_sasl(pg_session *s)
         return;
     }
     s->identity = config_find_identity(cfg, s->user);
+    if (s->identity && s->identity->oidc) {
+        begin_token(s);
+        return;
+    }
+    if (s->identity && config_identity_needs_cert(s->identity)) {
+        /* auth: cert or cert+scram: the certificate must be valid and name the identity. */
+        char why[200];
+        s->scram_method = "cert";
+        if (!tls_client_cert_check(s->client_tls ? conn_ssl(s->client) : NULL, cfg->tls_client_cert_name,
+                                   s->identity->cert_name, why, sizeof why)) {
+            fail_auth(s, "cert", why);
+            return;
+        }
+        if (!config_identity_needs_scram(s->identity)) {
+            pg_session_log(s, LOG_LEVEL_INFO, "authenticated with a client certificate");
+            pg_put_auth(conn_output(s->client), 0, NULL, 0);
+            s->role = s->identity->role;
+            auth_succeeded(s);
+            return;
+        }
+        s->scram_method = NULL; /* SCRAM follows: a failure now is a password failure */
+    }
     if (s->identity)
         s->scram.verifier = s->identity->verifier;
     else
@@ -187,7 +265,7 @@ static void handle_startup_packet(pg_session *s, uint32_t code, const uint8_t *b
     if (!startup_params_ok(s))
         return;
     negotiate_if_needed(s, code);
-    begin_sasl(s);
+    begin_auth(s);
 }
 
 static void read_startup(pg_session *s)
@@ -215,15 +293,6 @@ static void read_startup(pg_session *s)
     }
 }
 
-static void fail_auth(pg_session *s, const char *why)
-{
-    char msg[160];
-    pg_session_log(s, LOG_LEVEL_INFO, "authentication failed: %s", why);
-    pg_audit_auth_failure(s, why);
-    snprintf(msg, sizeof msg, "password authentication failed for user \"%.64s\"", s->user);
-    pg_session_fail(s, "28P01", msg, NULL);
-}
-
 static void handle_sasl_init(pg_session *s, const uint8_t *body, size_t len)
 {
     pg_cursor c;
@@ -239,18 +308,20 @@ static void handle_sasl_init(pg_session *s, const uint8_t *body, size_t len)
     if (strcmp(mech, "SCRAM-SHA-256-PLUS") == 0 && s->scram.server_offered_plus)
         s->scram.use_plus = true;
     else if (strcmp(mech, "SCRAM-SHA-256") != 0) {
-        fail_auth(s, "unsupported SASL mechanism");
+        fail_auth(s, "scram-sha-256", "unsupported SASL mechanism");
         return;
     }
     char out[SCRAM_MAX_MESSAGE];
     const char *err = NULL;
     if (!scram_server_first(&s->scram, (const char *)resp, (size_t)rlen, out, sizeof out, &err)) {
-        fail_auth(s, err);
+        fail_auth(s, "scram-sha-256", err);
         return;
     }
     pg_put_auth(conn_output(s->client), 11, out, strlen(out));
     pg_session_set_state(s, PGC_AUTH_FINAL);
 }
+
+static void auth_succeeded(pg_session *s);
 
 static void handle_sasl_final(pg_session *s, const uint8_t *body, size_t len)
 {
@@ -258,20 +329,78 @@ static void handle_sasl_final(pg_session *s, const uint8_t *body, size_t len)
     const char *err = NULL;
     bool ok = false;
     if (!scram_server_final(&s->scram, (const char *)body, len, &ok, out, sizeof out, &err)) {
-        fail_auth(s, err);
+        fail_auth(s, "scram-sha-256", err);
         return;
     }
     if (!ok || !s->identity) {
-        fail_auth(s, s->identity ? "wrong password" : "unknown identity");
+        fail_auth(s, "scram-sha-256", s->identity ? "wrong password" : "unknown identity");
         return;
     }
     struct evbuffer *o = conn_output(s->client);
     pg_put_auth(o, 12, out, strlen(out));
     pg_put_auth(o, 0, NULL, 0);
-    pg_session_log(s, LOG_LEVEL_INFO, "authenticated with SCRAM-SHA-256%s%s", s->scram.use_plus ? "-PLUS" : "",
+    bool with_cert = config_identity_needs_cert(s->identity);
+    pg_session_log(s, LOG_LEVEL_INFO, "authenticated with %sSCRAM-SHA-256%s%s",
+                   with_cert ? "a client certificate and " : "", s->scram.use_plus ? "-PLUS" : "",
                    s->client_tls ? " over TLS" : "");
-    s->scram_method = s->scram.use_plus ? "scram-sha-256-plus" : "scram-sha-256";
+    if (with_cert)
+        s->scram_method = s->scram.use_plus ? "cert+scram-sha-256-plus" : "cert+scram-sha-256";
+    else
+        s->scram_method = s->scram.use_plus ? "scram-sha-256-plus" : "scram-sha-256";
     OPENSSL_cleanse(&s->scram, sizeof s->scram);
+    s->role = s->identity->role;
+    auth_succeeded(s);
+}
+
+static void token_decided(pg_session *s, const oidc_login *r)
+{
+    if (!r->ok) {
+        fail_auth(s, "oidc", r->reason);
+        return;
+    }
+    s->role = r->role;
+    s->scram_method = "oidc";
+    pg_session_log(s, LOG_LEVEL_INFO, "authenticated with a token from issuer %s over TLS, role %s",
+                   s->identity->oidc->name, s->role->name);
+    pg_put_auth(conn_output(s->client), 0, NULL, 0);
+    auth_succeeded(s);
+}
+
+static void token_checked(void *arg, const oidc_login *r)
+{
+    pg_session *s = arg;
+    s->oidc_wait = NULL;
+    if (s->state != PGC_AUTH_TOKEN_WAIT)
+        return;
+    token_decided(s, r);
+    pg_session_flush(s);
+}
+
+static void handle_token(pg_session *s, const uint8_t *body, size_t len)
+{
+    pg_cursor c;
+    const char *token;
+    size_t toklen;
+    pg_cursor_init(&c, body, len);
+    if (!pg_get_cstring(&c, &token, &toklen) || pg_cursor_left(&c) != 0) {
+        pg_session_fail(s, "08P01", "malformed PasswordMessage", NULL);
+        return;
+    }
+    oidc_login r;
+    oidc_wait *w;
+    if (oidc_check(pg_server_oidc(s->server), s->identity, token, toklen, &r, token_checked, s, &w)) {
+        token_decided(s, &r);
+        return;
+    }
+    /* Anything the client pipelines waits in the kernel until the keys are here. */
+    s->oidc_wait = w;
+    conn_read_disable(s->client);
+    pg_session_set_state(s, PGC_AUTH_TOKEN_WAIT);
+}
+
+/* After a SCRAM proof or a verified token: AuthenticationOk is queued; open the upstream. */
+static void auth_succeeded(pg_session *s)
+{
     if (!pg_session_take_connection_slot(s)) {
         char msg[160];
         snprintf(msg, sizeof msg, "too many connections for identity \"%.64s\" (max_connections %d)", s->user,
@@ -286,6 +415,14 @@ static void handle_sasl_final(pg_session *s, const uint8_t *body, size_t len)
     pg_upstream_start(s);
 }
 
+/* SASL messages are small; a token may be up to its issuer's max_token_bytes. */
+static uint32_t auth_message_limit(const pg_session *s)
+{
+    if (s->state != PGC_AUTH_TOKEN)
+        return AUTH_MAX_MESSAGE;
+    return (uint32_t)s->identity->oidc->max_token_bytes + PG_HEADER_LEN + 1;
+}
+
 static void read_auth_message(pg_session *s)
 {
     struct evbuffer *in = conn_input(s->client);
@@ -294,9 +431,15 @@ static void read_auth_message(pg_session *s)
     char type;
     uint32_t total;
     evbuffer_copyout(in, hdr, avail < sizeof hdr ? avail : sizeof hdr);
-    pg_header_result r = pg_parse_header(hdr, avail, AUTH_MAX_MESSAGE, &type, &total);
+    pg_header_result r = pg_parse_header(hdr, avail, auth_message_limit(s), &type, &total);
     if (r == PG_HDR_NEED_MORE)
         return;
+    if (r == PG_HDR_TOO_LONG && s->state == PGC_AUTH_TOKEN && type == 'p') {
+        char why[64];
+        snprintf(why, sizeof why, "token larger than %lld bytes", (long long)s->identity->oidc->max_token_bytes);
+        fail_auth(s, "oidc", why);
+        return;
+    }
     if (r != PG_HDR_OK || type != 'p') {
         pg_session_fail(s, "08P01", type == 'X' ? "client terminated during authentication"
                                                 : "expected a SASL response during authentication", NULL);
@@ -304,19 +447,23 @@ static void read_auth_message(pg_session *s)
     }
     if (avail < total)
         return;
-    uint8_t msg[AUTH_MAX_MESSAGE + 1];
+    uint8_t *msg = malloc(total);
     evbuffer_remove(in, msg, total);
     if (s->state == PGC_AUTH_INIT)
         handle_sasl_init(s, msg + PG_HEADER_LEN, total - PG_HEADER_LEN);
-    else
+    else if (s->state == PGC_AUTH_FINAL)
         handle_sasl_final(s, msg + PG_HEADER_LEN, total - PG_HEADER_LEN);
+    else
+        handle_token(s, msg + PG_HEADER_LEN, total - PG_HEADER_LEN);
+    OPENSSL_cleanse(msg, total); /* the token or the SCRAM proof */
+    free(msg);
 }
 
 void pg_auth_on_client_data(pg_session *s)
 {
     if (s->state == PGC_STARTUP)
         read_startup(s);
-    while ((s->state == PGC_AUTH_INIT || s->state == PGC_AUTH_FINAL)) {
+    while (s->state == PGC_AUTH_INIT || s->state == PGC_AUTH_FINAL || s->state == PGC_AUTH_TOKEN) {
         size_t before = evbuffer_get_length(conn_input(s->client));
         pgc_state st = s->state;
         read_auth_message(s);

@@ -87,7 +87,8 @@ void pg_cancel_request(pg_server *srv, uint32_t pid, uint32_t key)
     }
     struct sockaddr_storage ss;
     socklen_t len;
-    if (!pg_server_upstream_addr(srv, s->upstream_index, &ss, &len))
+    /* The session's own server: after a reload it can be an older one than srv. */
+    if (!pg_server_upstream_addr(s->server, s->upstream_index, &ss, &len))
         return;
     struct bufferevent *bev = bufferevent_socket_new(pg_server_base(srv), -1, BEV_OPT_CLOSE_ON_FREE);
     uint32_t msg[4] = {htonl(16), htonl(PG_CANCEL_REQUEST), htonl(s->up_pid), htonl(s->up_key)};

@@ -9,19 +9,20 @@
 #include "gate/conn.h"
 #include "gate/hold.h"
 #include "gate/log.h"
+#include "gate/min_necessary.h"
 #include "pgfront/pg_audit.h"
+#include "pgfront/pg_minnec.h"
 #include "pgfront/pg_policy.h"
 #include "pgfront/pg_session.h"
 
 typedef struct pg_held {
     approval_wait *wait;
     sqlp_decision *d;
-    char type;
-    uint32_t total;
-    char *name, *sql;
-    size_t len;
-    uint8_t *types;
-    size_t types_len;
+    pg_stmt_copy m;        /* the held message */
+    bool has_mn;
+    minnec_outcome mn;     /* held by the minimum-necessary checks */
+    char *fingerprint;     /* what an approval is bound to */
+    const char *rule, *reason;
 } pg_held;
 
 bool pg_hold_waiting(const pg_session *s) { return s->held != NULL; }
@@ -29,7 +30,8 @@ bool pg_hold_waiting(const pg_session *s) { return s->held != NULL; }
 static void held_free(pg_held *h)
 {
     sqlp_decision_free(h->d);
-    free(h->name), free(h->sql), free(h->types);
+    pg_stmt_copy_clear(&h->m);
+    free(h->fingerprint);
     free(h);
 }
 
@@ -52,29 +54,31 @@ static void forward_approved(pg_session *s, pg_held *h, uint64_t row_cap)
     struct evbuffer *in = conn_input(s->client), *up = conn_output(s->upstream);
     char *sql = hold_capped_sql(h->d, row_cap);
     if (!sql) {
-        pg_relay_refuse(s, h->type, h->total, "53200", "out of memory applying the approval's row cap");
+        pg_relay_refuse(s, h->m.type, h->m.total, "53200", "out of memory applying the approval's row cap");
         return;
     }
-    evbuffer_drain(in, h->total);
-    if (h->type == 'Q') {
+    evbuffer_drain(in, h->m.total);
+    if (h->m.type == 'Q') {
         pg_put_query(up, sql, strlen(sql));
         free(sql);
         return; /* syncs_sent is counted after its audit record, which names this batch */
     }
     struct evbuffer *body = evbuffer_new();
-    evbuffer_add(body, h->name, strlen(h->name) + 1);
+    evbuffer_add(body, h->m.name, strlen(h->m.name) + 1);
     evbuffer_add(body, sql, strlen(sql) + 1);
-    evbuffer_add(body, h->types, h->types_len);
+    evbuffer_add(body, h->m.types, h->m.types_len);
     size_t blen = evbuffer_get_length(body);
     pg_put_message(up, 'P', evbuffer_pullup(body, -1), blen);
     evbuffer_free(body);
     free(sql);
 }
 
+static const minnec_outcome *mn_of(const pg_held *h) { return h->has_mn ? &h->mn : NULL; }
+
 static void refuse_held(pg_session *s, pg_held *h, const char *sqlstate, const char *msg)
 {
-    pg_audit_statement(s, h->sql, h->len, h->d, h->type == 'Q');
-    pg_relay_refuse(s, h->type, h->total, sqlstate, msg);
+    pg_audit_statement(s, h->m.sql, h->m.len, h->d, h->m.type == 'Q', mn_of(h));
+    pg_relay_refuse(s, h->m.type, h->m.total, sqlstate, msg);
 }
 
 static void on_outcome(void *arg, approval_outcome outcome, const approval_result *r)
@@ -83,54 +87,60 @@ static void on_outcome(void *arg, approval_outcome outcome, const approval_resul
     pg_held *h = s->held;
     h->wait = NULL;
     char msg[700];
-    pg_audit_approval(s, approval_outcome_name(outcome), r->request_id, r->approver, r->reason,
-                      hold_fingerprint(h->d));
+    pg_audit_approval(s, approval_outcome_name(outcome), r->request_id, r->approver, r->reason, h->fingerprint);
     if (outcome == APPROVAL_APPROVED) {
         pg_session_log(s, LOG_LEVEL_INFO, "held statement approved by %s (request %s)",
                        r->approver ? r->approver : "a standing grant", r->request_id ? r->request_id : "(none)");
         forward_approved(s, h, r->row_cap);
-        if (h->type == 'Q') {
-            pg_audit_statement_approved(s, h->sql, h->len, h->d, true, r->request_id);
+        if (h->m.type == 'Q') {
+            pg_audit_statement_approved(s, h->m.sql, h->m.len, h->d, true, r->request_id, mn_of(h));
             s->syncs_sent++;
         } else {
             /* A prepared statement is recorded at each Execute, like any other. */
-            pg_policy_remember(s, h->name, h->sql, h->len, h->d);
+            if (h->has_mn)
+                pg_minnec_approved_parse(s, h->m.name);
+            pg_policy_remember(s, h->m.name, h->m.sql, h->m.len, h->d);
             h->d = NULL;
         }
     } else {
         static const char *const sqlstates[] = {
             [HOLD_REFUSED_DENIED] = "42501", [HOLD_REFUSED_TIMEOUT] = "57014",
             [HOLD_REFUSED_UNAVAILABLE] = "58000", [HOLD_REFUSED_CANCELLED] = "57014"};
-        hold_refusal_kind k = hold_refusal(outcome, r, h->d, msg, sizeof msg);
+        hold_refusal_kind k = hold_refusal(outcome, r, h->rule, msg, sizeof msg);
         refuse_held(s, h, sqlstates[k], msg);
     }
     resume(s);
 }
 
 bool pg_hold_start(pg_session *s, char type, uint32_t total, const char *name, const char *sql, size_t len,
-                   const uint8_t *types, size_t types_len, sqlp_decision *d)
+                   const uint8_t *types, size_t types_len, sqlp_decision *d, const minnec_outcome *mn)
 {
     approvals *a = pg_server_approvals(s->server);
     if (!a)
         return false;
     pg_held *h = calloc(1, sizeof *h);
     h->d = d;
-    h->type = type;
-    h->total = total;
-    h->name = strdup(name ? name : "");
-    h->sql = strndup(sql, len);
-    h->len = len;
-    if (types_len) {
-        h->types = malloc(types_len);
-        memcpy(h->types, types, types_len);
-        h->types_len = types_len;
+    pg_stmt_copy_init(&h->m, type, total, name, sql, len, types, types_len);
+    if (mn) {
+        h->has_mn = true;
+        h->mn = *mn;
+        /* The engine fingerprints only what it holds; an allowed read gets one here. */
+        h->fingerprint = sqlp_fingerprint(sql, len);
+        h->rule = h->mn.rule;
+        h->reason = h->mn.reason;
+    } else {
+        const char *fp = hold_fingerprint(d);
+        h->fingerprint = fp ? strdup(fp) : NULL;
+        h->rule = d->rule;
+        h->reason = d->reason;
     }
     s->held = h;
     conn_read_disable(s->client);
     hold_origin who = {s->user, s->client_addr, s->database, "postgres",
                        (uint32_t)pg_server_config(s->server)->approvals_wait_ms};
-    approval_request req = hold_request(&who, d, h->sql);
-    pg_session_log(s, LOG_LEVEL_INFO, "statement held for approval (rule %s)", d->rule ? d->rule : "?");
+    hold_subject what = {h->fingerprint, h->rule, h->reason};
+    approval_request req = hold_request(&who, &what, h->m.sql);
+    pg_session_log(s, LOG_LEVEL_INFO, "statement held for approval (rule %s)", h->rule ? h->rule : "?");
     /* The callback never runs inline, so s->held is in place when it does. */
     h->wait = approvals_request(a, &req, on_outcome, s);
     return true;
@@ -143,7 +153,7 @@ void pg_hold_cancel(pg_session *s)
         return;
     approval_wait_cancel(h->wait);
     h->wait = NULL;
-    pg_audit_approval(s, "withdrawn", NULL, NULL, "cancelled by the client", hold_fingerprint(h->d));
+    pg_audit_approval(s, "withdrawn", NULL, NULL, "cancelled by the client", h->fingerprint);
     refuse_held(s, h, "57014", HOLD_CANCELLED_MESSAGE);
     resume(s);
 }

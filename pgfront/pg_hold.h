@@ -18,11 +18,14 @@
 
 typedef struct pg_session pg_session;
 
+struct minnec_outcome;
 /* Start waiting for the held message (type, total bytes at the head of the
- * client's input); takes over the reference to d.  false: approvals are not
- * configured and the caller refuses as before. */
+ * client's input); takes over the reference to d.  mn: held by the
+ * minimum-necessary checks (its rule and reason go to the approver; copied),
+ * NULL: held by the decision.  false: approvals are not configured and the
+ * caller refuses as before (d is still the caller's). */
 bool pg_hold_start(pg_session *s, char type, uint32_t total, const char *name, const char *sql, size_t len,
-                   const uint8_t *types, size_t types_len, sqlp_decision *d);
+                   const uint8_t *types, size_t types_len, sqlp_decision *d, const struct minnec_outcome *mn);
 bool pg_hold_waiting(const pg_session *s);
 /* CancelRequest from the client: withdraw the request and refuse with 57014. */
 void pg_hold_cancel(pg_session *s);

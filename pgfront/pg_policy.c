@@ -18,6 +18,7 @@
 #include "gate/log.h"
 #include "pgfront/pg_audit.h"
 #include "pgfront/pg_hold.h"
+#include "pgfront/pg_minnec.h"
 #include "pgfront/pg_session.h"
 
 #define MAX_TRACKED_STATEMENTS 1024
@@ -210,11 +211,38 @@ const sqlp_decision *pg_policy_prepared(pg_session *s, const char *name, const c
     return t->d;
 }
 
+void pg_stmt_copy_init(pg_stmt_copy *m, char type, uint32_t total, const char *name, const char *sql, size_t len,
+                       const uint8_t *types, size_t types_len)
+{
+    memset(m, 0, sizeof *m);
+    m->type = type;
+    m->total = total;
+    m->name = strdup(name ? name : "");
+    m->sql = strndup(sql, len);
+    m->len = len;
+    if (types_len) {
+        m->types = malloc(types_len);
+        memcpy(m->types, types, types_len);
+        m->types_len = types_len;
+    }
+}
+
+void pg_stmt_copy_clear(pg_stmt_copy *m)
+{
+    free(m->name), free(m->sql), free(m->types);
+    memset(m, 0, sizeof *m);
+}
+
 /* Errors and notices answering anything up to this batch are scrubbed. */
 static void scrub_through(pg_session *s, uint64_t ordinal)
 {
     if (ordinal > s->scrub_through)
         s->scrub_through = ordinal;
+}
+
+void pg_policy_scrub_next_batch(pg_session *s)
+{
+    scrub_through(s, s->syncs_sent + 1);
 }
 
 void pg_policy_note_bind(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *at, uint32_t total)
@@ -318,18 +346,27 @@ pg_policy_action pg_policy_client_message(pg_session *s, char type, uint32_t tot
     sqlp_engine *eng = s->engine;
     if (!s->sqlsession)
         s->sqlsession = sqlp_session_new();
-    sqlp_context ctx = {s->user, &s->identity->role->policy, s->up->name, NULL, SQLP_DIALECT_POSTGRES,
+    sqlp_context ctx = {s->user, &s->role->policy, s->up->name, NULL, SQLP_DIALECT_POSTGRES,
                         s->sqlsession};
     sqlp_decision *d = sqlp_decide(eng, &ctx, sql, len);
     /* Which batch answers this statement: a Query is its own, a Parse the next Sync. */
     if (d->touches_phi)
         scrub_through(s, s->syncs_sent + 1);
-    if (d->verdict == SQLP_HOLD && pg_hold_start(s, type, total, name, sql, len, types, types_len, d))
+    if (d->verdict == SQLP_HOLD && pg_hold_start(s, type, total, name, sql, len, types, types_len, d, NULL))
         return PG_POLICY_HELD; /* recorded when the outcome is known */
+    if (pg_minnec_start(s, type, total, name, sql, len, types, types_len, d))
+        return PG_POLICY_HELD; /* estimate / budget checks first; pg_minnec applies it */
+    return pg_policy_apply(s, type, total, name, sql, len, types, types_len, d, NULL);
+}
+
+pg_policy_action pg_policy_apply(pg_session *s, char type, uint32_t total, const char *name, const char *sql,
+                                 size_t len, const uint8_t *types, size_t types_len, sqlp_decision *d,
+                                 const minnec_outcome *mn)
+{
     bool refused = d->verdict != SQLP_ALLOW && d->verdict != SQLP_REWRITE;
     /* Queries are recorded now; a Parse at each Execute, or now if it is refused. */
     if (type == 'Q' || refused)
-        pg_audit_statement(s, sql, len, d, type == 'Q');
+        pg_audit_statement(s, sql, len, d, type == 'Q', mn);
     /* Kept before the rewrite drains the message that sql points into. */
     bool kept = type == 'P' && !refused;
     if (kept)
@@ -383,7 +420,7 @@ static void inspect_row_description(pg_session *s, const uint8_t *body, size_t l
 {
     pg_policy_state *st = state_of(s);
     clear_row_masks(st);
-    if (s->identity->role->policy.unmasked)
+    if (s->role->policy.unmasked)
         return;
     pg_cursor c;
     uint16_t n;
@@ -447,7 +484,7 @@ static bool mask_data_row(pg_session *s, const uint8_t *body, size_t len, struct
             continue;
         }
         char *masked = st->col_binary[i] ? NULL
-                       : sqlp_mask_value(st->col_mask[i], (const char *)v, (size_t)vlen, &s->identity->role->policy);
+                       : sqlp_mask_value(st->col_mask[i], (const char *)v, (size_t)vlen, &s->role->policy);
         if (!masked) {
             put_be32(row, 0xffffffffu);
             continue;

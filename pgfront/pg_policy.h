@@ -32,6 +32,34 @@ typedef enum {
 /* Decide a Query ('Q') or Parse ('P') message of total bytes at the head of in. */
 pg_policy_action pg_policy_client_message(pg_session *s, char type, uint32_t total);
 
+/* A Query/Parse message's fields, copied: the client's input may move while
+ * the statement waits (approval, estimate). */
+typedef struct pg_stmt_copy {
+    char type;
+    uint32_t total;
+    char *name, *sql;
+    size_t len;
+    uint8_t *types;
+    size_t types_len;
+} pg_stmt_copy;
+void pg_stmt_copy_init(pg_stmt_copy *m, char type, uint32_t total, const char *name, const char *sql, size_t len,
+                       const uint8_t *types, size_t types_len);
+void pg_stmt_copy_clear(pg_stmt_copy *m);
+
+struct minnec_outcome;
+/* What follows a decision that was not held: the audit record, the prepared
+ * statement's bookkeeping, then forward / rewrite / refuse the message at the
+ * head of the client's input.  Takes over d; mn = minimum-necessary checks or NULL. */
+pg_policy_action pg_policy_apply(pg_session *s, char type, uint32_t total, const char *name, const char *sql,
+                                 size_t len, const uint8_t *types, size_t types_len, sqlp_decision *d,
+                                 const struct minnec_outcome *mn);
+/* pg_relay.c: finish a message the policy acted on (move a forwarded one, count a Query's batch). */
+void pg_relay_after_policy(pg_session *s, char type, uint32_t total, pg_policy_action action);
+
+/* Scrub errors and notices up to the next batch sent (a PHI statement's, when
+ * phigate sent batches of its own between its decision and its sending). */
+void pg_policy_scrub_next_batch(pg_session *s);
+
 /* Note the statement a Bind ('B') uses, for scrubbing its errors. */
 struct evbuffer_ptr;
 void pg_policy_note_bind(pg_session *s, struct evbuffer *in, const struct evbuffer_ptr *at, uint32_t total);

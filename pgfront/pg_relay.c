@@ -25,6 +25,7 @@
 #include "gate/conn.h"
 #include "gate/log.h"
 #include "pgfront/pg_audit.h"
+#include "pgfront/pg_minnec.h"
 #include "pgfront/pg_policy.h"
 #include "pgfront/pg_session.h"
 
@@ -161,18 +162,27 @@ typedef enum { FWD_RUN, FWD_SPECIAL, FWD_PROTOCOL_ERROR } fwd_kind;
 static fwd_kind classify_client(pg_session *s, char type, struct evbuffer *in, const struct evbuffer_ptr *at,
                                 uint32_t total)
 {
+    /* An EXPLAIN of our own may only go between batches (pg_minnec.c). */
+    if (type && strchr("BDCH", type))
+        s->ext_batch_open = true;
     switch (type) {
     case 'S':
         s->syncs_sent++;
+        s->ext_batch_open = false;
         return FWD_RUN;
     case 'B':
         pg_policy_note_bind(s, in, at, total);
         pg_audit_bind(s, in, at, total);
         return FWD_RUN;
     case 'E':
+        s->ext_batch_open = true;
         if (!pg_session_take_statement_token(s))
             return FWD_SPECIAL;
-        pg_audit_execute(s, in, at, total);
+        if (pg_minnec_execute_needs_check(s, in, at, total)) {
+            s->execute_checks = true; /* a PHI read: its identity's budget first */
+            return FWD_SPECIAL;
+        }
+        pg_audit_execute(s, in, at, total, NULL);
         return FWD_RUN;
     case 'Q': /* statements go through the policy engine */
     case 'P':
@@ -201,6 +211,11 @@ static void client_special(pg_session *s, char type, uint32_t total)
         pg_relay_refuse(s, type, total, "0A000", "phigate refuses FunctionCall messages: call functions through SQL");
         return;
     }
+    if (type == 'E' && s->execute_checks) {
+        s->execute_checks = false;
+        pg_minnec_start_execute(s, total);
+        return;
+    }
     if (type == 'E' || (type == 'Q' && !pg_session_take_statement_token(s))) {
         char msg[200];
         snprintf(msg, sizeof msg, "statement rate limit exceeded for identity \"%.64s\" (%d per second)", s->user,
@@ -209,6 +224,13 @@ static void client_special(pg_session *s, char type, uint32_t total)
         return;
     }
     pg_policy_action action = pg_policy_client_message(s, type, total);
+    pg_relay_after_policy(s, type, total, action);
+    if (type == 'P')
+        s->ext_batch_open = true;
+}
+
+void pg_relay_after_policy(pg_session *s, char type, uint32_t total, pg_policy_action action)
+{
     if (action == PG_POLICY_FORWARD)
         evbuffer_remove_buffer(conn_input(s->client), conn_output(s->upstream), total);
     /* A Query is a batch of its own, whatever became of it (refusals count their stand-in). */
@@ -221,7 +243,7 @@ void pg_relay_client_data(pg_session *s)
     struct evbuffer *in = conn_input(s->client);
     struct evbuffer *up = conn_output(s->upstream);
     uint32_t max = (uint32_t)pg_server_config(s->server)->max_message_bytes;
-    while (s->state == PGC_ACTIVE && !s->client_paused && !s->held && !s->terminating) {
+    while (s->state == PGC_ACTIVE && !s->client_paused && !s->held && !s->minnec && !s->terminating) {
         size_t avail = evbuffer_get_length(in), run = 0;
         struct evbuffer_ptr pos;
         evbuffer_ptr_set(in, &pos, 0, EVBUFFER_PTR_SET);
@@ -344,6 +366,22 @@ void pg_relay_audit_released(pg_session *s)
 static void maybe_finish(pg_session *s);
 static void relay_upstream(pg_session *s);
 
+/* The answer to phigate's own EXPLAIN (pg_minnec.c): never the client's, never audited. */
+static void relay_own_explain(pg_session *s, char type, struct evbuffer *in, uint32_t total)
+{
+    char status = 'I';
+    if (type == 'Z') {
+        uint8_t z[PG_HEADER_LEN + 1];
+        if (evbuffer_copyout(in, z, sizeof z) == (ev_ssize_t)sizeof z)
+            status = (char)z[PG_HEADER_LEN];
+    }
+    pg_minnec_upstream_message(s, type, in, total);
+    if (type == 'Z') {
+        on_ready_for_query(s, status);
+        pg_minnec_explain_done(s);
+    }
+}
+
 void pg_relay_upstream_closed(pg_session *s)
 {
     s->upstream_eof = true;
@@ -399,7 +437,7 @@ static void relay_upstream(pg_session *s)
             }
             if (avail - run < total)
                 break;
-            if ((type == 'E' && s->subst_head) || pg_policy_server_needs_look(s, type)) {
+            if (pg_minnec_owns_upstream(s) || (type == 'E' && s->subst_head) || pg_policy_server_needs_look(s, type)) {
                 special = true;
                 break;
             }
@@ -411,7 +449,9 @@ static void relay_upstream(pg_session *s)
         }
         if (run)
             evbuffer_remove_buffer(in, out, run);
-        if (special) {
+        if (special && pg_minnec_owns_upstream(s)) {
+            relay_own_explain(s, type, in, total);
+        } else if (special) {
             size_t before = evbuffer_get_length(out);
             pg_audit_db_bytes(s, type, in, total);
             if (type == 'E' && substitute_error(s, in, total))

@@ -17,8 +17,10 @@
 #include "gate/conn.h"
 #include "gate/engines.h"
 #include "gate/log.h"
+#include "gate/oidc.h"
 #include "pgfront/pg_audit.h"
 #include "pgfront/pg_hold.h"
+#include "pgfront/pg_minnec.h"
 #include "pgfront/pg_policy.h"
 
 struct pg_server {
@@ -75,8 +77,10 @@ static void session_free(void *arg)
     pg_session *s = arg;
     front_session_remove(&s->fs);
     pg_cancel_unregister(s);
+    oidc_cancel(s->oidc_wait);
     engines_forget(s->server->engines, s);
     pg_hold_free(s);
+    pg_minnec_free(s);
     pg_relay_free(s);
     pg_audit_session_free(s);
     if (s->timer)
@@ -227,8 +231,10 @@ static void engine_ready(void *waiter, sqlp_engine *engine, const char *err)
     pg_upstream_engine_ready(waiter, engine, err);
 }
 
-pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
-                         size_t errlen)
+/* Everything but the listener: a reload builds the next server off to the side
+ * and hands it the listener only when the whole new configuration is good. */
+pg_server *pg_server_prepare(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
+                             size_t errlen)
 {
     pg_server *srv = calloc(1, sizeof *srv);
     if (!front_init(&srv->f, &pg_front_ops, base, cfg, audit, err, errlen)) {
@@ -236,17 +242,28 @@ pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audi
         return NULL;
     }
     srv->engines = engines_new(base, cfg, "postgres", load_engine, engine_ready);
-    if (!front_listen(&srv->f, cfg->pg_address, cfg->pg_port, "listen.postgres", err, errlen)) {
+    return srv;
+}
+
+pg_server *pg_server_new(struct event_base *base, const config *cfg, struct audit_log *audit, char *err,
+                         size_t errlen)
+{
+    pg_server *srv = pg_server_prepare(base, cfg, audit, err, errlen);
+    if (srv && !front_listen(&srv->f, cfg->pg_address, cfg->pg_port, "listen.postgres", err, errlen)) {
         pg_server_free(srv);
         return NULL;
     }
     return srv;
 }
 
+void pg_server_take_over(pg_server *next, pg_server *prev) { front_take_over(&next->f, &prev->f); }
+
 SSL_CTX *pg_server_tls_ctx(const pg_server *srv) { return srv->f.tls_ctx; }
 struct audit_log *pg_server_audit(const pg_server *srv) { return srv->f.audit; }
 struct approvals *pg_server_approvals(const pg_server *srv) { return srv->f.approvals; }
 void pg_server_set_approvals(pg_server *srv, struct approvals *a) { srv->f.approvals = a; }
+struct oidc *pg_server_oidc(const pg_server *srv) { return srv->f.oidc; }
+void pg_server_set_oidc(pg_server *srv, struct oidc *o) { srv->f.oidc = o; }
 
 void pg_server_shutdown(pg_server *srv) { front_shutdown(&srv->f); }
 

@@ -26,6 +26,8 @@ typedef struct conn conn;
     X(PGC_STARTUP)          /* waiting for SSLRequest / StartupMessage / CancelRequest */ \
     X(PGC_AUTH_INIT)        /* sent AuthenticationSASL, waiting for SASLInitialResponse */ \
     X(PGC_AUTH_FINAL)       /* sent SASLContinue, waiting for SASLResponse */ \
+    X(PGC_AUTH_TOKEN)       /* sent AuthenticationCleartextPassword (TLS only), waiting for the JWT */ \
+    X(PGC_AUTH_TOKEN_WAIT)  /* token received, waiting for the issuer's keys (oidc.c) */ \
     X(PGC_CONNECTING)       /* client authenticated, upstream being opened */ \
     X(PGC_ACTIVE)           /* relaying statements both ways */ \
     X(PGC_CLOSING)          /* flushing a last error, then closed */ \
@@ -87,6 +89,8 @@ typedef struct pg_session {
     char user[64];
     char database[64];
     const cfg_identity *identity; /* NULL for an unknown user (mock path) */
+    const cfg_role *role;         /* the identity's role, or the one its token named */
+    struct oidc_wait *oidc_wait;  /* PGC_AUTH_TOKEN_WAIT: the pending key fetch */
     scram_server scram;
     scram_channel_binding cbind;
 
@@ -113,6 +117,11 @@ typedef struct pg_session {
     const char *scram_method;
     bool audit_held;       /* stopped reading upstream: results wait for the audit log */
     struct pg_held *held;  /* a statement waiting for approval (pg_hold.c) */
+    struct pg_minnec *minnec; /* a PHI read waiting for its estimate / budget checks (pg_minnec.c) */
+    uint64_t explain_ordinal; /* the batch of phigate's own EXPLAIN; 0 = none */
+    bool ext_batch_open;   /* extended-protocol messages sent since the last Sync */
+    bool execute_checks;   /* the Execute at the head of the input needs its budget checked */
+    char *budget_pass;     /* prepared statement whose next Execute an approval let past the budget */
     bool terminating;      /* the client sent Terminate: relay what is left, then close */
     bool upstream_eof;     /* the upstream closed: relay what it sent, then close */
     bool upstream_paused;  /* stopped reading upstream: client output is full */
@@ -167,6 +176,7 @@ void pg_session_flush(pg_session *s);
 SSL_CTX *pg_server_tls_ctx(const pg_server *srv);
 struct audit_log *pg_server_audit(const pg_server *srv);
 struct approvals *pg_server_approvals(const pg_server *srv);
+struct oidc *pg_server_oidc(const pg_server *srv);
 /* Per-identity limits (gate/limits.h): false when exceeded. */
 #define pg_session_take_connection_slot(s) front_session_take_connection_slot(&(s)->fs, (s)->identity)
 #define pg_session_take_statement_token(s) front_session_take_statement_token(&(s)->fs, (s)->identity)

@@ -338,7 +338,7 @@ void pg_upstream_start(pg_session *s)
         pg_session_fail(s, "3D000", msg, "phigate serves the databases named under upstreams: in its configuration");
         return;
     }
-    if (!s->identity->role || !config_role_allows_upstream(s->identity->role, s->up->name)) {
+    if (!s->role || !config_role_allows_upstream(s->role, s->up->name)) {
         char msg[200];
         snprintf(msg, sizeof msg, "identity \"%.64s\" is not allowed to use database \"%.64s\"", s->user,
                  s->database);

@@ -69,6 +69,8 @@ export UPSTREAM_PGHOST=$STACK_PG_HOST UPSTREAM_PGPORT=$STACK_PG_PORT UPSTREAM_PG
 # The upstream MariaDB and Redis:
 export UPSTREAM_MYSQL_HOST=$STACK_MY_HOST UPSTREAM_MYSQL_PORT=$STACK_MY_PORT UPSTREAM_MYSQL_USER=$STACK_MY_USER UPSTREAM_MYSQL_PASSWORD=$STACK_MY_PASSWORD UPSTREAM_MYSQL_DATABASE=clinic
 export REDIS_HOST=$STACK_REDIS_HOST REDIS_PORT=$STACK_REDIS_PORT
+# Token login (demo_token_agent; mint a token with scripts/demo-token.sh) and certificate login (demo_cert_agent):
+export PHIGATE_TOKEN_USER=demo_token_agent PHIGATE_CERT_USER=demo_cert_agent PHIGATE_CERT=$DEMO/pki/demo_cert_agent.crt PHIGATE_CERT_KEY=$DEMO/pki/demo_cert_agent.key
 # Approver (web console and phigatectl approvals):
 export PHIGATE_ADMIN_URL=http://127.0.0.1:$((PG_LISTEN - 352)) PHIGATE_APPROVER=demo_approver PHIGATE_APPROVER_PASSWORD=$(<"$DEMO/secrets/demo_approver")
 ENV
@@ -90,6 +92,10 @@ phigate is running in front of the clinic database.
     postgresql://demo_agent:$pw@127.0.0.1:$PG_LISTEN/clinic?sslmode=require
   The same agent through the MySQL front, with the mariadb client:
     mariadb -h 127.0.0.1 -P $MY_LISTEN -u demo_agent -p$pw --ssl --skip-ssl-verify-server-cert clinic
+  An agent with a token (JWT) from the demo's stand-in identity provider, over TLS only:
+    PGPASSWORD=\$(scripts/demo-token.sh) psql "host=127.0.0.1 port=$PG_LISTEN user=demo_token_agent dbname=clinic sslmode=require"
+  An agent with a client certificate (no password):
+    psql "host=127.0.0.1 port=$PG_LISTEN user=demo_cert_agent dbname=clinic sslmode=require sslcert=$DEMO/pki/demo_cert_agent.crt sslkey=$DEMO/pki/demo_cert_agent.key"
   Or:  source .run/demo.env && psql
 
   Configuration: .run/demo/phigate.yaml    phigate's log: .run/demo/phigate.log

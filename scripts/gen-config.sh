@@ -11,13 +11,16 @@ usage() {
 Usage: scripts/gen-config.sh DIR PG_LISTEN_PORT [ADMIN_PORT [MYSQL_LISTEN_PORT]]
 
 Needs a started stack (scripts/stack.sh start) and PHIGATE_PORT_BASE set the same
-way. Agents: demo_agent (role analyst: reads, PHI masked); approver:
+way. Agents: demo_agent (role analyst: reads, PHI masked; SCRAM), demo_token_agent
+(the same role, logs in with a token from the stand-in issuer in DIR/oidc:
+scripts/demo-token.sh), demo_cert_agent (logs in with DIR/pki's client
+certificate); approver:
 demo_approver (web console and phigatectl approvals on ADMIN_PORT, default
 PG_LISTEN_PORT-352). Upstreams: clinic and bench on the stack's PostgreSQL.
 USAGE
 }
 [[ ${1:-} == --help || ${1:-} == -h ]] && { usage; exit 0; }
-[[ $# -eq 2 || $# -eq 3 ]] || { usage >&2; exit 2; }
+[[ $# -ge 2 && $# -le 4 ]] || { usage >&2; exit 2; }
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 DIR=$(realpath -m -- "$1")
@@ -49,6 +52,27 @@ printf '%s' "$STACK_MY_PASSWORD" > "$DIR/secrets/my_upstream"
 for agent in demo_agent demo_approver; do
   [[ -s $DIR/secrets/$agent ]] || openssl rand -hex 12 > "$DIR/secrets/$agent"
 done
+# A stand-in identity provider for token login (scripts/demo-token.sh mints its tokens): an
+# Ed25519 key and the JWKS phigate checks tokens against.
+mkdir -p "$DIR/oidc"
+if [[ ! -s $DIR/oidc/issuer_ed25519.key ]]; then
+  openssl genpkey -algorithm ed25519 -out "$DIR/oidc/issuer_ed25519.key" 2>/dev/null
+fi
+OIDC_X=$(openssl pkey -in "$DIR/oidc/issuer_ed25519.key" -pubout -outform DER | tail -c 32 | openssl base64 -A |
+         tr '+/' '-_' | tr -d '=')
+printf '{"keys":[{"kty":"OKP","crv":"Ed25519","x":"%s","kid":"demo-1","use":"sig","alg":"EdDSA"}]}\n' "$OIDC_X" \
+  > "$DIR/oidc/jwks.json"
+# A client CA and a certificate for the certificate-login identity (demo_cert_agent).
+mkdir -p "$DIR/pki"
+if [[ ! -s $DIR/pki/demo_cert_agent.crt ]]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=phigate demo client CA" \
+    -keyout "$DIR/pki/ca.key" -out "$DIR/pki/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=demo_cert_agent" \
+    -keyout "$DIR/pki/demo_cert_agent.key" -out "$DIR/pki/demo_cert_agent.csr" 2>/dev/null
+  openssl x509 -req -in "$DIR/pki/demo_cert_agent.csr" -CA "$DIR/pki/ca.pem" -CAkey "$DIR/pki/ca.key" \
+    -CAcreateserial -days 365 -out "$DIR/pki/demo_cert_agent.crt" 2>/dev/null
+  rm -f "$DIR/pki/demo_cert_agent.csr"
+fi
 verifier() { "$CTL" scram-verifier --password-file "$DIR/secrets/$1"; }
 # MySQL's mysql_native_password verifier: SHA1(SHA1(password)), hex.
 native_verifier() { tr -d '\n' < "$DIR/secrets/$1" | openssl sha1 -binary | openssl sha1 -hex | awk '{print $NF}'; }
@@ -71,6 +95,7 @@ tls:
   cert_file: $DIR/tls/cert.pem
   key_file: $DIR/tls/key.pem
   require: false
+  client_ca_file: $DIR/pki/ca.pem     # client certificates for identities with auth: cert
 audit:
   enabled: $AUDIT_ENABLED
   dir: $DIR/audit
@@ -114,10 +139,28 @@ roles:
   analyst:
     upstreams: [clinic, bench, clinic_mysql]
     unscoped_row_limit: 100
+    # minimum necessary (README): hold PHI reads the planner estimates above N rows, and
+    # budget the PHI rows an identity gets per window (PostgreSQL front)
+    # estimate_row_limit: 1000
+    # phi_row_budget: {rows: 10000, window: 1h}
 identities:
   demo_agent:
     scram: "$(verifier demo_agent)"
     mysql_native: "$(native_verifier demo_agent)"
     role: analyst
+  demo_token_agent:                   # token login: PGPASSWORD=\$(scripts/demo-token.sh), over TLS
+    oidc_issuer: demo_idp
+    role: analyst
+  demo_cert_agent:                    # certificate login: sslcert=$DIR/pki/demo_cert_agent.crt
+    auth: cert
+    role: analyst
+oidc:
+  demo_idp:                           # stand-in for the agents' identity provider (scripts/demo-token.sh)
+    issuer: https://idp.demo.phigate.invalid
+    audience: phigate
+    jwks_file: $DIR/oidc/jwks.json
+    algorithms: [EdDSA]
+    role_claim: phigate_role
+    allowed_roles: [analyst]
 YAML
 echo "gen-config: wrote $DIR/phigate.yaml"

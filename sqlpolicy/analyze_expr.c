@@ -204,8 +204,6 @@ static void colref(an_run *r, const PgQuery__ColumnRef *cr, an_level *lv, an_ctx
                 an_deny(r, "phi.predicate", "a whole-row reference to %s (which holds PHI) may not be used in %s",
                         rte && rte->name ? rte->name : "a relation", r->clause ? r->clause : "a filter");
         }
-        if (r->in_where)
-            an_note_scoped(r, &l, lv);
         lin_merge(r->a, out, &l);
         out->flags &= (uint8_t)~SP_LIN_IDENT;
         return;
@@ -226,8 +224,6 @@ static void colref(an_run *r, const PgQuery__ColumnRef *cr, an_level *lv, an_ctx
         else if (ctx == AN_PRED || ctx == AN_PRED_EQ)
             an_check_pred(r, c, eq || ctx == AN_PRED_EQ);
     }
-    if (r->in_where)
-        an_note_scoped(r, &c->lin, lv);
     /* only a bare reference keeps IDENT: the mask of its class fits its type */
     bool first = out->n == 0 && !(out->flags & SP_LIN_OPAQUE);
     lin_merge(r->a, out, &c->lin);
@@ -372,6 +368,26 @@ static bool op_is_eq(Node *const *names, size_t n)
     return n >= 1 && an_str(names[n - 1]) && strcmp(an_str(names[n - 1]), "=") == 0;
 }
 
+/*
+ * The SPEC's "selective predicate": a relation counts as scoped by its WHERE
+ * only through "col = <value>", "col IN (<values>)", "col = ANY(<array>)" or
+ * IS NOT DISTINCT FROM, at the top AND-conjunction, where the value side reads
+ * no column.  "id > 0", "id IS NOT NULL", "id = id" or "id = 1 OR true" select
+ * (nearly) every row: those reads stay held for approval.
+ */
+static void note_selective(an_run *r, const PgQuery__AExpr *e, const sp_lin *ll, const sp_lin *rl, an_level *lv)
+{
+    if (e->kind == PG_QUERY__A__EXPR__KIND__AEXPR_OP || e->kind == PG_QUERY__A__EXPR__KIND__AEXPR_NOT_DISTINCT)
+        an_note_join(r, ll, rl, lv);
+    if (!r->in_where)
+        return;
+    if ((ll->flags & SP_LIN_IDENT) && rl->n == 0 && !(rl->flags & SP_LIN_OPAQUE))
+        an_note_scoped(r, ll, lv);
+    else if ((rl->flags & SP_LIN_IDENT) && ll->n == 0 && !(ll->flags & SP_LIN_OPAQUE) &&
+             e->kind != PG_QUERY__A__EXPR__KIND__AEXPR_IN && e->kind != PG_QUERY__A__EXPR__KIND__AEXPR_OP_ANY)
+        an_note_scoped(r, rl, lv);
+}
+
 static void a_expr(an_run *r, const PgQuery__AExpr *e, an_level *lv, an_ctx ctx, sp_lin *out, int depth)
 {
     if (e->n_name == 2) {
@@ -405,22 +421,28 @@ static void a_expr(an_run *r, const PgQuery__AExpr *e, an_level *lv, an_ctx ctx,
                              (strcmp(an_str(e->name[0]), "||") == 0 || strcmp(an_str(e->name[0]), "->") == 0 ||
                               strcmp(an_str(e->name[0]), "->>") == 0))) {
         const char *saved = r->clause;
+        bool top = r->top_conj;
         if (!r->clause)
             r->clause = "a comparison inside a subquery";
         ctx = AN_PRED;
         sp_lin ll = {0}, rl = {0};
+        r->top_conj = false;
         expr(r, e->lexpr, lv, ctx, &ll, depth + 1, eq);
         expr(r, e->rexpr, lv, ctx, &rl, depth + 1, eq);
+        r->top_conj = top;
         r->clause = saved;
         lin_merge(r->a, out, &ll);
         lin_merge(r->a, out, &rl);
         return;
     }
     sp_lin ll = {0}, rl = {0};
+    bool top = r->top_conj;
+    r->top_conj = false; /* the operands are not themselves conjuncts */
     expr(r, e->lexpr, lv, ctx, &ll, depth + 1, eq);
     expr(r, e->rexpr, lv, ctx, &rl, depth + 1, eq);
-    if (eq && ctx == AN_PRED && e->kind == PG_QUERY__A__EXPR__KIND__AEXPR_OP)
-        an_note_join(r, &ll, &rl, lv);
+    r->top_conj = top;
+    if (top && eq && ctx == AN_PRED)
+        note_selective(r, e, &ll, &rl, lv);
     lin_merge(r->a, out, &ll);
     lin_merge(r->a, out, &rl);
 }
@@ -473,10 +495,13 @@ void an_pred(an_run *r, const Node *n, an_level *lv, const char *clause, int dep
     if (!n)
         return;
     const char *saved = r->clause;
+    bool saved_top = r->top_conj;
     r->clause = clause;
+    r->top_conj = true;
     sp_lin l = {0};
     expr(r, n, lv, AN_PRED, &l, depth, false);
     r->clause = saved;
+    r->top_conj = saved_top;
 }
 
 static bool cast_to_text(const PgQuery__TypeName *tn)
@@ -491,8 +516,22 @@ static bool cast_to_text(const PgQuery__TypeName *tn)
     return false;
 }
 
-/* Unknown node types refuse the statement (default:), never pass it. */
+static void expr_node(an_run *r, const Node *n, an_level *lv, an_ctx ctx, sp_lin *out, int depth, bool eq);
+
+/* Only AND keeps its operands conjuncts of the clause (see note_selective). */
 static void expr(an_run *r, const Node *n, an_level *lv, an_ctx ctx, sp_lin *out, int depth, bool eq)
+{
+    bool top = r->top_conj;
+    if (n && !(n->node_case == PG_QUERY__NODE__NODE_A_EXPR ||
+               (n->node_case == PG_QUERY__NODE__NODE_BOOL_EXPR &&
+                n->bool_expr->boolop == PG_QUERY__BOOL_EXPR_TYPE__AND_EXPR)))
+        r->top_conj = false;
+    expr_node(r, n, lv, ctx, out, depth, eq);
+    r->top_conj = top;
+}
+
+/* Unknown node types refuse the statement (default:), never pass it. */
+static void expr_node(an_run *r, const Node *n, an_level *lv, an_ctx ctx, sp_lin *out, int depth, bool eq)
 {
     if (!n || n->node_case == PG_QUERY__NODE__NODE__NOT_SET)
         return;
@@ -507,8 +546,10 @@ static void expr(an_run *r, const Node *n, an_level *lv, an_ctx ctx, sp_lin *out
     case PG_QUERY__NODE__NODE_COLUMN_REF:
         colref(r, n->column_ref, lv, ctx, out, eq);
         return; /* keeps SP_LIN_IDENT */
-    case PG_QUERY__NODE__NODE_A_CONST:
     case PG_QUERY__NODE__NODE_PARAM_REF:
+        r->an->st->params = true;
+        break;
+    case PG_QUERY__NODE__NODE_A_CONST:
     case PG_QUERY__NODE__NODE_SQLVALUE_FUNCTION:
     case PG_QUERY__NODE__NODE_SET_TO_DEFAULT:
     case PG_QUERY__NODE__NODE_CURRENT_OF_EXPR:

@@ -316,9 +316,9 @@ static bool scoped_at(const an_run *r, const cat_rel *rel, const an_level *lv)
     return false;
 }
 
-bool an_rel_scoped(an_run *r, const cat_rel *rel)
+/* Closes over key joins: "p.id = 1 AND e.patient_id = p.id" restricts e. */
+static void close_over_joins(an_run *r)
 {
-    /* close over key joins: "p.id = 1 AND e.patient_id = p.id" restricts e */
     bool grew = true;
     while (grew) {
         grew = false;
@@ -332,6 +332,17 @@ bool an_rel_scoped(an_run *r, const cat_rel *rel)
             }
         }
     }
+}
+
+bool an_rel_scoped_at(an_run *r, const cat_rel *rel, const an_level *lv)
+{
+    close_over_joins(r);
+    return scoped_at(r, rel, lv);
+}
+
+bool an_rel_scoped(an_run *r, const cat_rel *rel)
+{
+    close_over_joins(r);
     bool any = false;
     for (int i = 0; i < r->nreads; i++) {
         if (r->reads[i].rel != rel)

@@ -42,6 +42,13 @@ static bool rte_phi(const an_rte *t)
     return false;
 }
 
+/* A write touches every row unless its WHERE has a selective predicate on the
+ * target ("id > 0" and "id = 1 OR true" do not count; see analyze_expr.c). */
+static bool write_scoped(an_run *r, const an_rte *t, const an_level *lv, const Node *where)
+{
+    return t->rel ? an_rel_scoped_at(r, t->rel, lv) : where != NULL;
+}
+
 static void target_rel(an_run *r, an_rte *t)
 {
     if (t->rel && t->rel->viewdef && !t->rel->system && rte_phi(t))
@@ -162,7 +169,7 @@ void an_update(an_run *r, const PgQuery__UpdateStmt *s, an_level *parent, an_ctx
     r->in_where = true;
     an_pred(r, s->where_clause, lv, "WHERE", depth + 1);
     r->in_where = saved;
-    if (!s->where_clause && rte_phi(t))
+    if (rte_phi(t) && !write_scoped(r, t, lv, s->where_clause))
         an_hold(r, "phi.unscoped_write", "UPDATE of every row of %s, which holds PHI, needs approval", tname);
     returning(r, s->returning_list, s->n_returning_list, lv, ctx, cols, ncols, depth);
 }
@@ -188,7 +195,7 @@ void an_delete(an_run *r, const PgQuery__DeleteStmt *s, an_level *parent, an_ctx
     an_pred(r, s->where_clause, lv, "WHERE", depth + 1);
     r->in_where = saved;
     const char *tname = s->relation->relname ? s->relation->relname : "?";
-    if (!s->where_clause && rte_phi(t))
+    if (rte_phi(t) && !write_scoped(r, t, lv, s->where_clause))
         an_hold(r, "phi.unscoped_write", "DELETE of every row of %s, which holds PHI, needs approval", tname);
     returning(r, s->returning_list, s->n_returning_list, lv, ctx, cols, ncols, depth);
 }

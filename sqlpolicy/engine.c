@@ -913,6 +913,8 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
             const sp_stmt_result *r = &an.stmts[i];
             judge(a, ctx->role, r, st);
             output_columns(a, r, st);
+            st->node = r->node ? sp_strdup(a, r->node) : NULL;
+            st->has_params = r->params;
             if (r->uncacheable)
                 cacheable = false;
             if (st->touches_phi)

@@ -101,6 +101,9 @@ typedef struct an_run {
     an_read *joined;         /* pairs (x at level, y at level): joined with x.col = y.col */
     int njoined, capjoined;
     bool in_where;           /* walking a WHERE clause (scopes relations) */
+    bool top_conj;           /* at the top AND-conjunction of a WHERE / ON clause: an
+                                equality here restricts rows (under OR, NOT or a
+                                function it restricts nothing) */
     const char *clause;      /* clause being walked, for messages */
     bool whole_row;          /* a whole-row PHI reference met in the current output target */
     sp_buf masks;            /* masks applied in the current output target */
@@ -186,6 +189,8 @@ void an_note_scoped(an_run *r, const sp_lin *l, an_level *lv);
 void an_note_join(an_run *r, const sp_lin *a, const sp_lin *b, an_level *lv);
 /* Every read of rel is restricted (WHERE, key join, LIMIT, one-row aggregate). */
 bool an_rel_scoped(an_run *r, const cat_rel *rel);
+/* rel, the target of a write at level lv, is restricted by a selective WHERE. */
+bool an_rel_scoped_at(an_run *r, const cat_rel *rel, const an_level *lv);
 bool an_const_int(const Node *n, int64_t *out);
 /* The decision depends on this constant's value: a statement of the same shape
  * with another value here must be analysed again. */

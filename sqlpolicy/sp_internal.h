@@ -285,6 +285,7 @@ typedef struct sp_stmt_result {
     const char *effect_name;
     sqlp_class effect_class;    /* PREPARE: class of what EXECUTE will run */
     const char *node;           /* statement node name, for messages */
+    bool params;                /* a ParamRef ($1) appears */
 } sp_stmt_result;
 
 typedef struct sp_sess_entry sp_sess_entry;

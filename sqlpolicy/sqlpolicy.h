@@ -231,6 +231,8 @@ typedef struct sqlp_statement {
     char *reason;           /* human-readable, never contains a PHI value */
     bool touches_phi;       /* reads, writes or filters on a PHI column */
     char *fingerprint;      /* pg_query_fingerprint hex, for approvals (HOLD only, else NULL) */
+    const char *node;       /* parse node, e.g. "SelectStmt", "FetchStmt"; NULL when unknown (MySQL) */
+    bool has_params;        /* refers to bind parameters ($1): its plan needs their values */
     size_t ncolumns;
     sqlp_output_column *columns;
 } sqlp_statement;

@@ -205,18 +205,6 @@ static void on_http_done(struct evhttp_request *req, void *arg)
     r->len = n;
 }
 
-static SSL_CTX *client_tls(const cli *c, char *err, size_t errlen)
-{
-    if (c->cacert)
-        return tls_client_ctx_new(2, c->cacert, err, errlen);
-    SSL_CTX *ctx = tls_client_ctx_new(0, NULL, err, errlen);
-    if (ctx) {
-        SSL_CTX_set_default_verify_paths(ctx);
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    }
-    return ctx;
-}
-
 static bool basic_header(const char *name, const char *password, char *out, size_t outlen)
 {
     char raw[MAX_PASSWORD + 80];
@@ -257,7 +245,8 @@ static bool http_call(const cli *c, const char *password, enum evhttp_cmd_type m
     bool ok = false;
     if (https) {
         SSL *ssl;
-        if (!(ctx = client_tls(c, err, sizeof err)) || !(ssl = SSL_new(ctx)) || !tls_client_prepare(ssl, host, 2)) {
+        if (!(ctx = tls_client_ctx_verified(c->cacert, err, sizeof err)) || !(ssl = SSL_new(ctx)) ||
+            !tls_client_prepare(ssl, host, 2)) {
             fprintf(stderr, "phigatectl approvals: TLS setup failed: %s\n", ctx ? "bad host name" : err);
             goto out;
         }

@@ -17,6 +17,7 @@ static const command commands[] = {
     {"scram-verifier", cmd_scram_verifier, "make a SCRAM-SHA-256 verifier for an identity's password"},
     {"audit", cmd_audit, "verify, replay, export and list the audit log; make its signing key"},
     {"approvals", cmd_approvals, "list, show, approve and deny statements held for approval"},
+    {"reload", cmd_reload, "make a running phigate reload its configuration, rules and secrets"},
 };
 
 static void usage(FILE *out)

@@ -5,5 +5,6 @@
 int cmd_scram_verifier(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
 int cmd_approvals(int argc, char **argv);
+int cmd_reload(int argc, char **argv);
 
 #endif

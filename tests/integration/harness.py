@@ -296,17 +296,19 @@ class Gateway:
             return ""
 
     def audit_text(self):
-        """Everything in the audit folder, as text."""
+        """Everything in the audit folder, as text (without the preallocated zeros a live file ends with)."""
         folder = Path(self.config.get("audit", {}).get("dir", "/nonexistent"))
         if not folder.is_dir():
             return ""
-        return "\n".join(f.read_text(errors="replace") for f in sorted(folder.rglob("*")) if f.is_file())
+        return "\n".join(f.read_bytes().rstrip(b"\0").decode(errors="replace")
+                         for f in sorted(folder.rglob("*")) if f.is_file())
 
     def audit_records(self):
-        """Every record of the audit log, in order (JSON objects)."""
+        """Every complete record of the audit log in chain order (JSON objects).  A live file ends in
+        preallocated zeros (gate/AUDIT_FORMAT.md) and maybe a record still being written: both left out."""
         out = []
         for f in sorted(self.audit_dir.glob("audit-*.jsonl")):
-            out += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+            out += [json.loads(line) for line in f.read_bytes().rstrip(b"\0").split(b"\n")[:-1]]
         return out
 
     def log(self):
@@ -533,13 +535,13 @@ def pending_requests(binaries, gw):
     return json.loads(r.stdout)["requests"]
 
 
-def wait_for_request(binaries, gw, sql, timeout=15, agent=None):
-    """The pending request (dict from the API) of AGENT whose statement is exactly sql; agent: the
+def wait_for_request(binaries, gw, sql, timeout=15, agent=None, identity=AGENT):
+    """The pending request (dict from the API) of identity whose statement is exactly sql; agent: the
     thread running it (a failure names what it got if it finished first)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for req in pending_requests(binaries, gw):
-            if req["statement"] == sql and req["identity"] == AGENT:
+            if req["statement"] == sql and req["identity"] == identity:
                 return req
         if agent is not None and not agent.is_alive():
             got = agent.describe() if hasattr(agent, "describe") else "finished"

@@ -119,13 +119,17 @@ def test_kill_9_under_load_loses_no_acknowledged_statement(start_gateway, stack,
     # A kill -9 leaves whole write()s in the page cache; what a power cut would leave is a torn
     # last record too.  Add one (a record cut before its newline) to the last file.
     last_file = sorted(audit_dir.glob("audit-*.jsonl"))[-1]
-    before = last_file.read_bytes()
+    image = last_file.read_bytes()
+    # The live file ends in preallocated zeros (AUDIT_FORMAT.md); a torn write lands over them.
+    before = image.rstrip(b"\0")
+    assert len(image) > len(before), "the live audit file has no preallocated space"
     assert before.endswith(b"\n")
     last = json.loads(before[:-1].rsplit(b"\n", 1)[-1])
     torn = (b'{"seq":%d,"ts":"2026-01-01T00:00:00.000000Z","prev":"%s","type":"statement","session":"%s",'
             b'"stmt":99,"text":"select abal' % (last["seq"] + 1, hashlib.sha256(before[:-1].rsplit(b"\n", 1)[-1])
                                                   .hexdigest().encode(), b"1-999"))
-    with open(last_file, "ab") as f:
+    with open(last_file, "r+b") as f:
+        f.seek(len(before))
         f.write(torn)
 
     # Restart on the same folder: the torn tail is moved aside and sealed, the chain continues.

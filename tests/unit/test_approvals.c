@@ -523,6 +523,63 @@ static void test_many_waiters(approvals *a, approvals *b)
 }
 
 /* Redis not there at all: refused quickly with a reason, never inline. */
+/* ---- PHI row budgets (script BUDGET) ----------------------------------------------------- */
+
+typedef struct {
+    volatile int calls;
+    bool failed;
+    char err[256];
+    uint64_t used;
+    int64_t ttl;
+} budget_rec;
+
+static void on_budget(void *arg, const char *err, uint64_t used, int64_t ttl_ms)
+{
+    budget_rec *rec = arg;
+    rec->calls++;
+    rec->failed = err != NULL;
+    snprintf(rec->err, sizeof rec->err, "%s", err ? err : "");
+    rec->used = used;
+    rec->ttl = ttl_ms;
+}
+
+static budget_rec budget(approvals *a, const char *identity, uint64_t add, uint32_t window_ms)
+{
+    budget_rec rec = {0};
+    approvals_op *op = approvals_budget(a, identity, add, window_ms, on_budget, &rec);
+    CHECK(op != NULL);
+    CHECK(rec.calls == 0); /* never inline */
+    CHECK(run_until(base, &rec.calls, 3000));
+    return rec;
+}
+
+static void test_budget(approvals *a, approvals *b)
+{
+    budget_rec r = budget(a, "agent_budget", 0, 1200);
+    CHECK(!r.failed && r.used == 0 && r.ttl == -1); /* nothing counted: no window open */
+    r = budget(a, "agent_budget", 7, 1200);
+    CHECK(!r.failed && r.used == 7 && r.ttl > 0 && r.ttl <= 1200);
+    r = budget(b, "agent_budget", 5, 1200); /* another instance adds to the same count */
+    CHECK(!r.failed && r.used == 12 && r.ttl > 0 && r.ttl <= 1200);
+    r = budget(b, "agent_other", 0, 1200);
+    CHECK(!r.failed && r.used == 0); /* per identity */
+    run_for(base, 1300);
+    r = budget(a, "agent_budget", 0, 1200);
+    CHECK(!r.failed && r.used == 0 && r.ttl == -1); /* the window closed: counting starts again */
+    r = budget(a, "agent_budget", 3, 60000);
+    CHECK(!r.failed && r.used == 3 && r.ttl > 1200);
+    /* Cancelled: no callback. */
+    budget_rec c = {0};
+    approvals_op *op = approvals_budget(a, "agent_budget", 1, 60000, on_budget, &c);
+    approvals_op_cancel(op);
+    run_for(base, 200);
+    CHECK(c.calls == 0);
+    /* A count without a callback still counts. */
+    CHECK(approvals_budget(a, "agent_budget", 10, 60000, NULL, NULL) != NULL);
+    r = budget(a, "agent_budget", 0, 60000);
+    CHECK(!r.failed && r.used == 14);
+}
+
 static void test_unreachable(void)
 {
     approvals_opts o = {.host = "127.0.0.1", .port = 1, .key_prefix = prefix, .timeout_ms = 300};
@@ -544,6 +601,8 @@ static void test_unreachable(void)
     info_rec l = {0};
     op = approvals_list_pending(x, 10, on_info, &l);
     CHECK(op && run_until(base, &l.calls, 1000) && l.failed);
+    budget_rec br = budget(x, "agent11", 0, 1000);
+    CHECK(br.failed && strstr(br.err, "PHI row budget unavailable") && strstr(br.err, "127.0.0.1:1"));
     /* Freeing with work outstanding: callbacks run inside approvals_free, once. */
     outcome_rec pending = {0};
     decide_rec pd = {0};
@@ -827,6 +886,7 @@ int main(void)
         test_limits_and_zero_wait(a);
         test_statement_roundtrip(a, b);
         test_many_waiters(a, b);
+        test_budget(a, b);
         test_unreachable();
         test_bad_password();
         test_script_flush(a);

@@ -88,10 +88,14 @@ static void run_until(counter *c, int n)
         event_base_loop(base, EVLOOP_ONCE);
 }
 
+/* Every writer test runs with preallocated files, as phigate does by default. */
+#define TEST_PREALLOC (16 * 1024)
+
 static audit_log *open_log(const char *dir, uint32_t cp_records, uint64_t rotate_bytes, char *err, size_t errlen)
 {
     audit_log_opts o = {.dir = dir, .key_path = key_path, .base = base, .checkpoint_records = cp_records,
-                        .checkpoint_ms = 60000, .rotate_bytes = rotate_bytes, .msg_fn = quiet};
+                        .checkpoint_ms = 60000, .rotate_bytes = rotate_bytes, .preallocate_bytes = TEST_PREALLOC,
+                        .msg_fn = quiet};
     return audit_log_open(&o, err, errlen);
 }
 
@@ -562,6 +566,72 @@ static void test_torn_tail(void)
     CHECK(verify_dir(dir, pub, &r) && r.sealed_tails == 2);
 }
 
+static uint64_t file_length(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* Bytes of path after its data: the zero padding preallocation left. */
+static uint64_t padding_of(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    uint64_t size = file_length(path), end = fd >= 0 ? audit_fd_data_end(fd, size) : size;
+    if (fd >= 0)
+        close(fd);
+    return size - end;
+}
+
+/* A live file carries zero padding; readers stop at the data; a crash image
+ * (the file as it is while open) continues without a torn tail, and a torn
+ * record written into the padding is sealed without the zeros. */
+static void test_preallocation(void)
+{
+    char dir[400], copy[400], file[500], copied[500], err[512], cmd[1200];
+    snprintf(dir, sizeof dir, "%s/prealloc", tmp_root);
+    snprintf(copy, sizeof copy, "%s/prealloc-crash", tmp_root);
+    snprintf(file, sizeof file, "%s/audit-000001.jsonl", dir);
+    snprintf(copied, sizeof copied, "%s/audit-000001.jsonl", copy);
+    audit_log *log = open_log(dir, 1000, 0, err, sizeof err);
+    CHECK(log != NULL);
+    if (!log)
+        return;
+    counter c = {0};
+    write_session(log, 5, &c);
+    run_until(&c, 12);
+    CHECK(c.ok == 12);
+    CHECK(padding_of(file) > 0);
+    mkdir(copy, 0700);
+    snprintf(cmd, sizeof cmd, "cp %s %s", file, copied);
+    CHECK(system(cmd) == 0);
+    audit_verify_result r;
+    audit_verify_opts vo = {.pubkey = pub, .allow_unsigned_tail = true};
+    const char *live = copy;
+    CHECK(audit_verify(&live, 1, &vo, &r) && r.records >= 13 && r.sealed_tails == 0);
+    audit_log_close(log);
+    CHECK(padding_of(file) == 0 && file_length(file) > 0);
+    CHECK(verify_dir(dir, pub, &r) && r.sealed_tails == 0);
+
+    /* Power cut mid-write: part of a record over the zeros. */
+    uint64_t data = file_length(copied) - padding_of(copied);
+    int fd = open(copied, O_WRONLY);
+    const char partial[] = "{\"seq\":9999,\"ts\":\"2026-01-01T00:00:00Z\",\"prev\":\"00";
+    CHECK(fd >= 0 && pwrite(fd, partial, strlen(partial), (off_t)data) == (ssize_t)strlen(partial));
+    close(fd);
+    log = open_log(copy, 1000, 0, err, sizeof err);
+    CHECK(log != NULL);
+    if (!log) {
+        fprintf(stderr, "  reopen crash image: %s\n", err);
+        return;
+    }
+    audit_log_close(log);
+    CHECK(padding_of(copied) == 0);
+    CHECK(verify_dir(copy, pub, &r) && r.sealed_tails == 1);
+    char torn[600];
+    snprintf(torn, sizeof torn, "%s/audit-000001.jsonl.%" PRIu64 ".torn", copy, data);
+    CHECK(file_length(torn) == strlen(partial));
+}
+
 /* Damage followed by a valid checkpoint is not a crash: open refuses. */
 static void test_refuse_damage(void)
 {
@@ -816,6 +886,7 @@ int main(void)
     test_tamper_remove_swap_insert();
     test_tamper_truncate_and_sig();
     test_torn_tail();
+    test_preallocation();
     test_refuse_damage();
     test_kill9();
     test_enospc_tmpfs();

@@ -42,7 +42,8 @@ int main(void)
     sqlp_statement st;
     sqlp_decision d = held("SELECT ssn FROM patients", SQLP_CLASS_READ, &st);
     hold_origin who = {"agent1", "127.0.0.1:5000", "clinic", "mysql", 3000};
-    approval_request req = hold_request(&who, &d, "select ssn from patients");
+    hold_subject what = hold_subject_of(&d);
+    approval_request req = hold_request(&who, &what, "select ssn from patients");
     CHECK(strcmp(req.protocol, "mysql") == 0 && strcmp(req.database, "clinic") == 0 && req.wait_ms == 3000,
           "request: who and how long");
     CHECK(strcmp(req.statement, "select ssn from patients") == 0, "request: the text as the agent sent it");
@@ -51,18 +52,18 @@ int main(void)
 
     char msg[700];
     approval_result denied = {"00112233aabbccdd", "ana", "use a WHERE clause", 0};
-    CHECK(hold_refusal(APPROVAL_DENIED, &denied, &d, msg, sizeof msg) == HOLD_REFUSED_DENIED, "denied kind");
+    CHECK(hold_refusal(APPROVAL_DENIED, &denied, d.rule, msg, sizeof msg) == HOLD_REFUSED_DENIED, "denied kind");
     CHECK(strstr(msg, "ana") && strstr(msg, "use a WHERE clause") && strstr(msg, "00112233aabbccdd"),
           "denied: approver, reason and request id");
     approval_result late = {"00112233aabbccdd", NULL, "no decision in time", 0};
-    CHECK(hold_refusal(APPROVAL_TIMEOUT, &late, &d, msg, sizeof msg) == HOLD_REFUSED_TIMEOUT, "timeout kind");
+    CHECK(hold_refusal(APPROVAL_TIMEOUT, &late, d.rule, msg, sizeof msg) == HOLD_REFUSED_TIMEOUT, "timeout kind");
     CHECK(strstr(msg, "00112233aabbccdd") && strstr(msg, "retry") && strstr(msg, "phi.unscoped_read"),
           "timeout: the pending request and that a retry after approval passes");
     approval_result down = {NULL, NULL, "Redis: connection refused", 0};
-    CHECK(hold_refusal(APPROVAL_UNAVAILABLE, &down, &d, msg, sizeof msg) == HOLD_REFUSED_UNAVAILABLE &&
+    CHECK(hold_refusal(APPROVAL_UNAVAILABLE, &down, d.rule, msg, sizeof msg) == HOLD_REFUSED_UNAVAILABLE &&
               strstr(msg, "unavailable") && strstr(msg, "connection refused"),
           "unavailable: says the queue is down and why");
-    CHECK(hold_refusal(APPROVAL_APPROVED, &down, &d, msg, sizeof msg) == HOLD_REFUSED_UNAVAILABLE,
+    CHECK(hold_refusal(APPROVAL_APPROVED, &down, d.rule, msg, sizeof msg) == HOLD_REFUSED_UNAVAILABLE,
           "asked about an approval, it fails closed");
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

@@ -31,6 +31,21 @@ int main(void)
     CHECK(ok == 10, "refill is capped at the burst");
     CHECK(limits_take_statement(l, 1, 0, 0), "rate 0 = unlimited");
     limits_free(l);
+
+    /* By name, shared by two owners (a front and its successor after a reload). */
+    identity_limits *byname = limits_new(0);
+    size_t a = limits_slot(byname, "agent_a"), b = limits_slot(byname, "agent_b");
+    CHECK(a != b && limits_slot(byname, "agent_a") == a, "one slot per name, found again");
+    identity_limits *shared = limits_ref(byname);
+    CHECK(limits_acquire_connection(byname, a, 1), "first connection by the old owner");
+    limits_free(byname); /* the old owner goes away */
+    CHECK(!limits_acquire_connection(shared, limits_slot(shared, "agent_a"), 1), "the count survives the owner");
+    CHECK(limits_acquire_connection(shared, limits_slot(shared, "agent_c"), 1), "a name added later");
+    CHECK(limits_acquire_client(shared, 2) && limits_acquire_client(shared, 2), "two clients at max 2");
+    CHECK(!limits_acquire_client(shared, 2), "a third refused");
+    limits_release_client(shared);
+    CHECK(limits_acquire_client(shared, 2) && limits_acquire_client(shared, 0), "freed by release; 0 = unlimited");
+    limits_free(shared);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -471,6 +471,42 @@ static sqlp_decision *decide(sqlp_engine *eng, const sqlp_role *role, const char
     return sqlp_decide(eng, &ctx, sql, len);
 }
 
+/* Each statement's parse node and bind parameters (gate/min_necessary.c estimates by them). */
+static void check_node_and_params(sqlp_engine *eng)
+{
+    const sqlp_role *agent = role_by_name("agent");
+    static const struct {
+        const char *sql, *node;
+        bool params;
+        bool mysql;
+    } cases[] = {
+        {"SELECT first_name FROM patients WHERE id = 3", "SelectStmt", false, false},
+        {"SELECT first_name FROM patients WHERE id = $1", "SelectStmt", true, false},
+        {"SELECT first_name FROM patients WHERE id = 3 LIMIT $1", "SelectStmt", true, false},
+        {"FETCH 5 FROM nowhere", "FetchStmt", false, false},
+        {"EXPLAIN SELECT first_name FROM patients WHERE id = 3", "ExplainStmt", false, false},
+        {"SELECT first_name FROM patients WHERE id = 3", "SelectStmt", false, true},
+        {"SELECT first_name FROM patients WHERE id = ?", "SelectStmt", true, true},
+    };
+    sqlp_session *sess = sqlp_session_new();
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sqlp_engine *e = cases[i].mysql ? mysql_engine : eng;
+        CHECK(e != NULL, "engine for %s", cases[i].sql);
+        if (!e)
+            continue;
+        sqlp_context ctx = {.identity = "test", .role = agent, .database = "clinic", .session = sess,
+                            .dialect = cases[i].mysql ? SQLP_DIALECT_MYSQL : SQLP_DIALECT_POSTGRES,
+                            .search_path = cases[i].mysql ? "\"clinic\"" : NULL};
+        sqlp_decision *d = sqlp_decide(e, &ctx, cases[i].sql, strlen(cases[i].sql));
+        const sqlp_statement *st = d->nstatements ? &d->statements[0] : NULL;
+        CHECK(st && st->node && strcmp(st->node, cases[i].node) == 0 && st->has_params == cases[i].params,
+              "%s: node %s params %d (%s)", cases[i].sql, st && st->node ? st->node : "(null)",
+              st ? st->has_params : -1, d->rule ? d->rule : "");
+        sqlp_decision_free(d);
+    }
+    sqlp_session_free(sess);
+}
+
 static void check_limits(sqlp_engine *eng)
 {
     const sqlp_role *agent = role_by_name("agent");
@@ -820,6 +856,9 @@ int main(int argc, char **argv)
     check_values();
     check_catalog(eng);
     check_late_table();
+    if (!mysql_engine)
+        mysql_engine = build_mysql_engine();
+    check_node_and_params(eng);
     DIR *dir = opendir(data_dir);
     char *names[256];
     int nn = 0;
