@@ -9,7 +9,8 @@ import time
 import pymysql
 import pytest
 
-from myharness import AGENT, AGENT_PASSWORD, native_verifier, scram_verifier, to_yaml
+from harness import to_yaml
+from myharness import AGENT, AGENT_PASSWORD, native_verifier, scram_verifier
 
 ROTATED = "rotated-" + os.urandom(8).hex()
 ADDED = "my_added_agent"
