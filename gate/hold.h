@@ -34,11 +34,25 @@ typedef struct {
 /* The subject of a statement the policy decision held. */
 hold_subject hold_subject_of(const sqlp_decision *d);
 
+struct minnec_outcome;
+/* The subject of a held statement: the minimum-necessary checks' rule and
+ * reason when they held it (mn: the front's stored copy, which the strings
+ * point into), else the decision's.  *fingerprint (malloc'd, may be NULL): the
+ * engine's, or for a statement the engine allowed, hold_text_fingerprint's. */
+hold_subject hold_subject_with(const sqlp_decision *d, const struct minnec_outcome *mn, const char *sql, size_t len,
+                               char **fingerprint);
+
 /* The approval request for a held statement (NUL-terminated text as the agent sent it). */
 approval_request hold_request(const hold_origin *o, const hold_subject *what, const char *statement);
 
 /* The statement's fingerprint for grants and audit records, or NULL. */
 const char *hold_fingerprint(const sqlp_decision *d);
+
+/* A fingerprint for a statement the engine allowed and a front's own check
+ * holds (minimum necessary), malloc'd: pg_query's of the text, or, for text
+ * PostgreSQL's parser does not take (MySQL: LIMIT 5, 10, ?), "sha256:<hex>" of
+ * the exact text, which binds an approval to that text only.  NULL: out of memory. */
+char *hold_text_fingerprint(const char *sql, size_t len);
 
 /* The text to run once approved (malloc'd; NULL when out of memory): a single
  * read under a row cap becomes the approved text as a subquery under LIMIT, so

@@ -124,21 +124,14 @@ bool pg_hold_start(pg_session *s, char type, uint32_t total, const char *name, c
     if (mn) {
         h->has_mn = true;
         h->mn = *mn;
-        /* The engine fingerprints only what it holds; an allowed read gets one here. */
-        h->fingerprint = sqlp_fingerprint(sql, len);
-        h->rule = h->mn.rule;
-        h->reason = h->mn.reason;
-    } else {
-        const char *fp = hold_fingerprint(d);
-        h->fingerprint = fp ? strdup(fp) : NULL;
-        h->rule = d->rule;
-        h->reason = d->reason;
     }
+    hold_subject what = hold_subject_with(d, h->has_mn ? &h->mn : NULL, sql, len, &h->fingerprint);
+    h->rule = what.rule;
+    h->reason = what.reason;
     s->held = h;
     conn_read_disable(s->client);
     hold_origin who = {s->user, s->client_addr, s->database, "postgres",
                        (uint32_t)pg_server_config(s->server)->approvals_wait_ms};
-    hold_subject what = {h->fingerprint, h->rule, h->reason};
     approval_request req = hold_request(&who, &what, h->m.sql);
     pg_session_log(s, LOG_LEVEL_INFO, "statement held for approval (rule %s)", h->rule ? h->rule : "?");
     /* The callback never runs inline, so s->held is in place when it does. */

@@ -65,6 +65,19 @@ int main(void)
           "unavailable: says the queue is down and why");
     CHECK(hold_refusal(APPROVAL_APPROVED, &down, d.rule, msg, sizeof msg) == HOLD_REFUSED_UNAVAILABLE,
           "asked about an approval, it fails closed");
+    /* A front's own hold (minimum necessary) fingerprints the text itself. */
+    char *fp = hold_text_fingerprint("select ssn from patients where id = 3", 37);
+    char *fp2 = hold_text_fingerprint("SELECT ssn FROM patients WHERE id = 9", 37);
+    CHECK(fp && fp2 && strcmp(fp, fp2) == 0 && strncmp(fp, "sha256:", 7) != 0,
+          "text fingerprint: pg_query's, the same for another constant");
+    free(fp);
+    free(fp2);
+    fp = hold_text_fingerprint("select ssn from patients limit 100, 5", 37);
+    fp2 = hold_text_fingerprint("select ssn from patients limit 100, 6", 37);
+    CHECK(fp && fp2 && strncmp(fp, "sha256:", 7) == 0 && strlen(fp) == 7 + 64 && strcmp(fp, fp2) != 0,
+          "text fingerprint: SHA-256 of the exact text where PostgreSQL's parser fails");
+    free(fp);
+    free(fp2);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
