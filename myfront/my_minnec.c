@@ -25,6 +25,7 @@ typedef enum { EX_HEAD, EX_COLUMNS, EX_COLUMNS_EOF, EX_ROWS } explain_stage;
 typedef struct my_minnec {
     bool execute;             /* a COM_STMT_EXECUTE: budget only, run or refused */
     size_t wire;              /* the command's bytes at the head of the client's input */
+    uint32_t npackets;        /* ...in this many packets (a text over 16 MB takes several) */
     char *sql;                /* its text, copied */
     size_t len;
     sqlp_decision *d;
@@ -114,7 +115,7 @@ static void act(my_session *s, my_minnec *g)
             my_relay_refuse_held(s, g->wire, g->sql, g->len, g->d, o, MY_ER_TABLEACCESS_DENIED, "42000", msg);
         }
     } else {
-        my_relay_run_checked(s, g->wire, g->sql, g->len, g->d, o);
+        my_relay_run_checked(s, g->wire, g->npackets, g->sql, g->len, g->d, o);
         g->d = NULL;
     }
     gate_free(g);
@@ -312,12 +313,13 @@ bool my_minnec_execute_start(my_session *s, size_t wire, my_stmt *st)
     return true;
 }
 
-bool my_minnec_start(my_session *s, size_t wire, const char *sql, size_t len, sqlp_decision *d)
+bool my_minnec_start(my_session *s, size_t wire, uint32_t npackets, const char *sql, size_t len, sqlp_decision *d)
 {
     const minnec_limits *l = limits_of(s);
     if (!minnec_enabled(l) || !minnec_phi_read(d))
         return false;
     my_minnec *g = gate_new(s, wire, sql, len, d);
+    g->npackets = npackets;
     start_explain(s, g);
     if (l->budget_rows > 0)
         start_budget(s, g);

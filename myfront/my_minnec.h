@@ -33,11 +33,11 @@
 
 typedef struct my_session my_session;
 
-/* The decision d (ALLOW/REWRITE) of the one-packet command (wire bytes at the
+/* The decision d (ALLOW/REWRITE) of the command (wire bytes in npackets at the
  * head of the client's input, text sql/len): when the role's checks apply,
  * take it over and return true; the command then runs, is held or refused once
  * the checks are in.  false: nothing to check, d is still the caller's. */
-bool my_minnec_start(my_session *s, size_t wire, const char *sql, size_t len, sqlp_decision *d);
+bool my_minnec_start(my_session *s, size_t wire, uint32_t npackets, const char *sql, size_t len, sqlp_decision *d);
 bool my_minnec_pending(const my_session *s);
 
 /* A COM_STMT_EXECUTE (wire bytes at the head of the client's input) of a

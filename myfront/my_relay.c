@@ -260,7 +260,7 @@ static void statement(my_session *s, const chain_info *ci, const uint8_t *text, 
         return;
     bool refused = d->verdict != SQLP_ALLOW && d->verdict != SQLP_REWRITE;
     /* A PHI read waits for its estimate / budget checks first (my_minnec.c). */
-    if (!refused && ci->npackets == 1 && my_minnec_start(s, ci->wire, sql, len, d))
+    if (!refused && my_minnec_start(s, ci->wire, ci->npackets, sql, len, d))
         return;
     decided(s, ci, sql, len, d, NULL);
 }
@@ -315,10 +315,10 @@ static void decided(my_session *s, const chain_info *ci, const char *sql, size_t
 
 /* ---- checked and held statements (my_minnec.c, my_hold.c) ---------------------------- */
 
-void my_relay_run_checked(my_session *s, size_t wire, const char *sql, size_t len, sqlp_decision *d,
-                          const minnec_outcome *mn)
+void my_relay_run_checked(my_session *s, size_t wire, uint32_t npackets, const char *sql, size_t len,
+                          sqlp_decision *d, const minnec_outcome *mn)
 {
-    chain_info ci = {.wire = wire, .payload = wire - MY_HEADER_LEN, .npackets = 1, .last_seq = 0};
+    chain_info ci = {.wire = wire, .npackets = npackets};
     decided(s, &ci, sql, len, d, mn);
 }
 

@@ -262,8 +262,8 @@ void my_relay_refuse_held(my_session *s, size_t wire, const char *sql, size_t le
                           const struct minnec_outcome *mn, uint16_t code, const char *sqlstate, const char *message);
 /* A command the minimum-necessary checks (outcome mn) let run: as an allowed
  * statement, recorded with mn; takes over d. */
-void my_relay_run_checked(my_session *s, size_t wire, const char *sql, size_t len, sqlp_decision *d,
-                          const struct minnec_outcome *mn);
+void my_relay_run_checked(my_session *s, size_t wire, uint32_t npackets, const char *sql, size_t len,
+                          sqlp_decision *d, const struct minnec_outcome *mn);
 /* After a hold ended: handle the commands that waited behind it. */
 void my_relay_resume(my_session *s);
 /* Answer the client's command (seq 1 onwards) with an ERR, nothing sent upstream. */
