@@ -1288,9 +1288,9 @@ static bool inspect(my_session *s)
         on_resetup(s, &ci, p, len);
         break;
     case MYR_EXPLAIN:
-        /* phigate's own EXPLAIN: never the client's, never in the audit digests. */
-        evbuffer_drain(in, ci.wire);
+        /* phigate's own EXPLAIN: never the client's, never audited (p lives until the drain). */
         my_minnec_explain_packet(s, p, len, deprecate_eof(s));
+        evbuffer_drain(in, ci.wire);
         break;
     case MYR_IDLE:
         break;
