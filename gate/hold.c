@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gate/min_necessary.h"
 
 const char *hold_fingerprint(const sqlp_decision *d)
 {
@@ -35,17 +34,27 @@ hold_subject hold_subject_of(const sqlp_decision *d)
     return (hold_subject){hold_fingerprint(d), d->rule, d->reason};
 }
 
-hold_subject hold_subject_with(const sqlp_decision *d, const minnec_outcome *mn, const char *sql, size_t len,
-                               char **fingerprint)
+void hold_binding_init(hold_binding *b, const sqlp_decision *d, const minnec_outcome *mn, const char *sql, size_t len)
 {
+    memset(b, 0, sizeof *b);
     if (mn) {
-        /* The engine fingerprints only what it holds; an allowed read gets one here. */
-        *fingerprint = hold_text_fingerprint(sql, len);
-        return (hold_subject){*fingerprint, mn->rule, mn->reason};
+        b->has_mn = true;
+        b->mn = *mn;
+        b->fingerprint = hold_text_fingerprint(sql, len);
+        b->subject = (hold_subject){b->fingerprint, b->mn.rule, b->mn.reason};
+        return;
     }
     const char *fp = hold_fingerprint(d);
-    *fingerprint = fp ? strdup(fp) : NULL;
-    return (hold_subject){*fingerprint, d->rule, d->reason};
+    b->fingerprint = fp ? strdup(fp) : NULL;
+    b->subject = (hold_subject){b->fingerprint, d->rule, d->reason};
+}
+
+const minnec_outcome *hold_binding_mn(const hold_binding *b) { return b->has_mn ? &b->mn : NULL; }
+
+void hold_binding_clear(hold_binding *b)
+{
+    free(b->fingerprint);
+    b->fingerprint = NULL;
 }
 
 approval_request hold_request(const hold_origin *o, const hold_subject *what, const char *statement)

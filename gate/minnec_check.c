@@ -77,7 +77,7 @@ void minnec_check_budget(minnec_check *c, approvals *a, uint32_t window_ms, uint
         c->budget_op = approvals_budget(a, c->identity, 0, window_ms, on_budget, c);
     if (!c->budget_op) {
         c->pending--;
-        minnec_check_refuse(c, code, sqlstate, "PHI row budget of identity \"%s\" cannot be checked (no Redis connection)",
-                            c->identity);
+        minnec_check_refuse(c, code, sqlstate,
+                            "PHI row budget of identity \"%s\" cannot be checked (no Redis connection)", c->identity);
     }
 }

@@ -19,13 +19,10 @@ typedef struct my_held {
     size_t wire;   /* bytes of the held command at the head of the client's input */
     char *sql;     /* as the agent sent it */
     size_t len;
-    bool has_mn;   /* held by the minimum-necessary checks */
-    minnec_outcome mn;
-    char *fingerprint;
-    const char *rule, *reason;
+    hold_binding b; /* what an approval is bound to (and the minimum-necessary outcome that held it) */
 } my_held;
 
-static const minnec_outcome *mn_of(const my_held *h) { return h->has_mn ? &h->mn : NULL; }
+static const minnec_outcome *mn_of(const my_held *h) { return hold_binding_mn(&h->b); }
 
 bool my_hold_waiting(const my_session *s) { return s->held != NULL; }
 
@@ -33,7 +30,7 @@ static void held_free(my_held *h)
 {
     sqlp_decision_free(h->d);
     free(h->sql);
-    free(h->fingerprint);
+    hold_binding_clear(&h->b);
     free(h);
 }
 
@@ -60,7 +57,7 @@ static void on_outcome(void *arg, approval_outcome outcome, const approval_resul
     my_held *h = s->held;
     s->held = NULL;
     h->wait = NULL;
-    my_audit_approval(s, approval_outcome_name(outcome), r->request_id, r->approver, r->reason, h->fingerprint);
+    my_audit_approval(s, approval_outcome_name(outcome), r->request_id, r->approver, r->reason, h->b.fingerprint);
     if (s->state != MYC_ACTIVE) { /* failed while it waited: nothing to answer */
         held_free(h);
         return;
@@ -76,7 +73,7 @@ static void on_outcome(void *arg, approval_outcome outcome, const approval_resul
         char msg[700];
         uint16_t code;
         const char *sqlstate;
-        refusal_code(hold_refusal(outcome, r, h->rule, msg, sizeof msg), &code, &sqlstate);
+        refusal_code(hold_refusal(outcome, r, h->b.subject.rule, msg, sizeof msg), &code, &sqlstate);
         my_relay_refuse_held(s, h->wire, h->sql, h->len, h->d, mn_of(h), code, sqlstate, msg);
     }
     held_free(h);
@@ -94,18 +91,13 @@ bool my_hold_start(my_session *s, size_t wire, const char *sql, size_t len, sqlp
     h->wire = wire;
     h->sql = strndup(sql, len);
     h->len = len;
-    if (mn) {
-        h->has_mn = true;
-        h->mn = *mn;
-    }
-    hold_subject what = hold_subject_with(d, h->has_mn ? &h->mn : NULL, sql, len, &h->fingerprint);
-    h->rule = what.rule;
-    h->reason = what.reason;
+    hold_binding_init(&h->b, d, mn, sql, len);
+    hold_subject what = h->b.subject;
     s->held = h;
     hold_origin who = {s->user, s->client_addr, s->up->name, "mysql",
                        (uint32_t)my_server_config(s->server)->approvals_wait_ms};
     approval_request req = hold_request(&who, &what, h->sql);
-    my_session_log(s, LOG_LEVEL_INFO, "statement held for approval (rule %s)", h->rule ? h->rule : "?");
+    my_session_log(s, LOG_LEVEL_INFO, "statement held for approval (rule %s)", h->b.subject.rule ? h->b.subject.rule : "?");
     /* The callback never runs inline, so s->held is in place when it does. */
     h->wait = approvals_request(a, &req, on_outcome, s);
     if (!h->wait) {
@@ -126,6 +118,6 @@ void my_hold_withdraw(my_session *s, const char *why)
     char id[APPROVALS_ID_LEN + 1];
     snprintf(id, sizeof id, "%s", approval_wait_id(h->wait));
     approval_wait_cancel(h->wait); /* withdrawn in Redis */
-    my_audit_approval(s, "withdrawn", id, NULL, why, h->fingerprint);
+    my_audit_approval(s, "withdrawn", id, NULL, why, h->b.fingerprint);
     held_free(h);
 }

@@ -66,6 +66,13 @@ void my_minnec_free(my_session *s)
 
 /* ---- the verdict ------------------------------------------------------------------ */
 
+static void refuse(my_session *s, my_minnec *g)
+{
+    const minnec_check *c = &g->chk;
+    my_relay_refuse_held(s, g->wire, g->sql, g->len, g->d, &c->out, c->refuse_code, c->refuse_sqlstate,
+                         c->out.reason);
+}
+
 /* An EXECUTE: run it (the relay reads it again) or refuse it with the reason. */
 static void act_execute(my_session *s, my_minnec *g)
 {
@@ -85,7 +92,7 @@ static void act_execute(my_session *s, my_minnec *g)
         g->chk.refuse_code = ER_USER_LIMIT_REACHED;
         snprintf(g->chk.refuse_sqlstate, sizeof g->chk.refuse_sqlstate, "42000");
     }
-    my_relay_refuse_held(s, g->wire, g->sql, g->len, g->d, o, g->chk.refuse_code, g->chk.refuse_sqlstate, o->reason);
+    refuse(s, g);
 }
 
 static void act(my_session *s, my_minnec *g)
@@ -102,7 +109,7 @@ static void act(my_session *s, my_minnec *g)
     if (!o->refused)
         minnec_outcome_judge(o);
     if (o->refused) {
-        my_relay_refuse_held(s, g->wire, g->sql, g->len, g->d, o, g->chk.refuse_code, g->chk.refuse_sqlstate, o->reason);
+        refuse(s, g);
     } else if (o->verdict != MINNEC_RUN) {
         my_session_log(s, LOG_LEVEL_INFO, "minimum necessary: %s", o->reason);
         if (my_hold_start(s, g->wire, g->sql, g->len, g->d, o)) {
@@ -128,6 +135,10 @@ static void on_fire(evutil_socket_t fd, short what, void *arg)
     my_session *s = arg;
     my_minnec *g = s->minnec;
     s->minnec = NULL;
+    if (s->state != MYC_ACTIVE) { /* failing while the checks ran: nothing to answer */
+        gate_free(g);
+        return;
+    }
     act(s, g);
     my_relay_resume(s);
 }
@@ -144,7 +155,8 @@ static void start_explain(my_session *s, my_minnec *g)
 {
     minnec_plan_kind kind = minnec_plan_kind_of(g->d);
     if (kind != MINNEC_PLAN_OK) {
-        snprintf(g->chk.out.facts.no_estimate, sizeof g->chk.out.facts.no_estimate, "%s", minnec_plan_kind_reason(kind));
+        minnec_facts *f = &g->chk.out.facts;
+        snprintf(f->no_estimate, sizeof f->no_estimate, "%s", minnec_plan_kind_reason(kind));
         return;
     }
     char *q = minnec_explain_sql(g->d, SQLP_DIALECT_MYSQL);
@@ -208,7 +220,8 @@ static void judge_plan(my_session *s, my_minnec *g)
         /* The statement would fail the same way: nothing runs, the agent hears why. */
         if (limits_of(s)->estimate_row_limit >= 0)
             minnec_check_refuse(&g->chk, g->explain_code, g->explain_sqlstate,
-                        "phigate could not get the server's row estimate for this PHI read: %s", g->explain_error);
+                                "phigate could not get the server's row estimate for this PHI read: %s",
+                                g->explain_error);
         snprintf(f->no_estimate, sizeof f->no_estimate, "EXPLAIN failed with SQLSTATE %s", g->explain_sqlstate);
         return;
     }

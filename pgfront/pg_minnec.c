@@ -253,8 +253,8 @@ static void judge_plan(pg_session *s, pg_minnec *g)
         /* The statement would fail the same way: nothing runs, the agent hears why.
          * A cancel that hit the EXPLAIN was meant for the statement: it ends it too. */
         if (limits_of(s)->estimate_row_limit >= 0 || strcmp(g->explain_sqlstate, "57014") == 0)
-            minnec_check_refuse(&g->chk, 0, g->explain_sqlstate, "phigate could not get the planner's estimate for this PHI read: %s",
-                        g->explain_error);
+            minnec_check_refuse(&g->chk, 0, g->explain_sqlstate,
+                                "phigate could not get the planner's estimate for this PHI read: %s", g->explain_error);
         snprintf(f->no_estimate, sizeof f->no_estimate, "EXPLAIN failed with SQLSTATE %s", g->explain_sqlstate);
         return;
     }

@@ -843,6 +843,7 @@ static void stmt(an_run *r, const Node *n, int depth)
         return;
     }
 }
+
 /* A top-level SELECT's constant LIMIT, or -1: what a planner estimate that
  * ignores LIMIT (MariaDB's EXPLAIN) is capped by. */
 static int64_t top_row_limit(const Node *n)
@@ -855,7 +856,6 @@ static int64_t top_row_limit(const Node *n)
         return k;
     return -1;
 }
-
 
 /* ---- entry points ------------------------------------------------------------------------- */
 
