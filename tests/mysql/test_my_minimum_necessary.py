@@ -30,6 +30,7 @@ from myharness import (APPROVER, approvals_ctl, approvals_overrides, native_veri
 from mywire import COM_STMT_EXECUTE, MyClient, MyError
 # The PostgreSQL suite's helpers for the live audit log and masked patients rows.
 from test_minimum_necessary import assert_masked, audit_records, rds, statement_record  # noqa: F401
+from test_minimum_necessary import Agent as PgAgent
 from test_minimum_necessary import budget_used as pg_budget_used, wait_window_closed as pg_wait_window_closed
 from test_approvals import redis_restarted_afterwards, redis_running, start_redis  # noqa: F401
 
@@ -107,13 +108,9 @@ def decide(binaries, gw, agent, req, verb, reason):
     return agent.outcome()
 
 
-class Agent(threading.Thread):
-    """One statement through pymysql in the background (it may wait for an approval), then a non-PHI read."""
-
-    def __init__(self, make_conn, sql):
-        super().__init__(daemon=True)
-        self.make_conn, self.sql = make_conn, sql
-        self.rows = self.error = self.after = None
+class Agent(PgAgent):
+    """The PostgreSQL suite's background agent (outcome()), speaking pymysql: one statement (it may wait
+    for an approval), then a non-PHI read."""
 
     def run(self):
         try:
@@ -128,11 +125,6 @@ class Agent(threading.Thread):
 
     def describe(self):
         return f"error {self.error!r}" if self.error is not None else f"{len(self.rows or ())} rows"
-
-    def outcome(self, timeout=40):
-        self.join(timeout)
-        assert not self.is_alive(), f"{self.sql!r} still waiting after {timeout} s"
-        return self
 
 
 # ---------------------------------------------------------------------------
