@@ -1294,6 +1294,38 @@ approvals_op *approvals_budget(approvals *a, const char *identity, uint64_t add,
     return op;
 }
 
+typedef struct count_note {
+    char front[16];
+    char identity[64];
+    uint64_t rows;
+} count_note;
+
+static void on_counted(void *arg, const char *err, uint64_t used, int64_t ttl_ms)
+{
+    count_note *n = arg;
+    (void)ttl_ms;
+    if (err)
+        log_msg(LOG_LEVEL_WARN, n->front, "PHI row budget: %llu rows of identity \"%s\" not counted: %s",
+                (unsigned long long)n->rows, n->identity, err);
+    else
+        log_msg(LOG_LEVEL_DEBUG, n->front, "PHI row budget: identity \"%s\" has used %llu rows", n->identity,
+                (unsigned long long)used);
+    free(n);
+}
+
+void approvals_budget_count(approvals *a, const char *front, const char *identity, uint64_t rows,
+                            uint32_t window_ms)
+{
+    count_note *n = calloc(1, sizeof *n);
+    if (!n)
+        return;
+    snprintf(n->front, sizeof n->front, "%s", front);
+    snprintf(n->identity, sizeof n->identity, "%s", identity);
+    n->rows = rows;
+    if (!approvals_budget(a, identity, rows, window_ms, on_counted, n))
+        free(n);
+}
+
 static void op_decided(approvals_op *op, approval_decision_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void op_decided(approvals_op *op, approval_decision_status st, const char *fmt, ...)

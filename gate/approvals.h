@@ -191,5 +191,10 @@ typedef void (*approvals_budget_cb)(void *arg, const char *err, uint64_t used, i
  * window opens with the first row counted and lasts window_ms.  cb may be NULL. */
 approvals_op *approvals_budget(approvals *a, const char *identity, uint64_t add, uint32_t window_ms,
                                approvals_budget_cb cb, void *arg) APPROVALS_WUR;
+/* Count rows of a finished PHI read against identity's budget, not tied to
+ * any session (the count is kept if it closes meanwhile); a failure is logged
+ * under front's name. */
+void approvals_budget_count(approvals *a, const char *front, const char *identity, uint64_t rows,
+                            uint32_t window_ms);
 
 #endif

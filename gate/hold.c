@@ -1,17 +1,60 @@
 #include "gate/hold.h"
 
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
 
 const char *hold_fingerprint(const sqlp_decision *d)
 {
     return d->nstatements ? d->statements[0].fingerprint : NULL;
 }
 
+char *hold_text_fingerprint(const char *sql, size_t len)
+{
+    char *fp = sqlp_fingerprint(sql, len);
+    if (fp)
+        return fp;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (!EVP_Digest(sql, len, md, &mdlen, EVP_sha256(), NULL))
+        return NULL;
+    char *out = malloc(sizeof "sha256:" + 2 * (size_t)mdlen);
+    if (!out)
+        return NULL;
+    int n = snprintf(out, sizeof "sha256:", "sha256:");
+    for (unsigned int i = 0; i < mdlen; i++)
+        n += snprintf(out + n, 3, "%02x", md[i]);
+    return out;
+}
+
 hold_subject hold_subject_of(const sqlp_decision *d)
 {
     return (hold_subject){hold_fingerprint(d), d->rule, d->reason};
+}
+
+void hold_binding_init(hold_binding *b, const sqlp_decision *d, const minnec_outcome *mn, const char *sql, size_t len)
+{
+    memset(b, 0, sizeof *b);
+    if (mn) {
+        b->has_mn = true;
+        b->mn = *mn;
+        b->fingerprint = hold_text_fingerprint(sql, len);
+        b->subject = (hold_subject){b->fingerprint, b->mn.rule, b->mn.reason};
+        return;
+    }
+    const char *fp = hold_fingerprint(d);
+    b->fingerprint = fp ? strdup(fp) : NULL;
+    b->subject = (hold_subject){b->fingerprint, d->rule, d->reason};
+}
+
+const minnec_outcome *hold_binding_mn(const hold_binding *b) { return b->has_mn ? &b->mn : NULL; }
+
+void hold_binding_clear(hold_binding *b)
+{
+    free(b->fingerprint);
+    b->fingerprint = NULL;
 }
 
 approval_request hold_request(const hold_origin *o, const hold_subject *what, const char *statement)

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "gate/approvals.h"
+#include "gate/min_necessary.h"
 #include "sqlpolicy/sqlpolicy.h"
 
 /* Who holds the statement (strings borrowed for the request's duration). */
@@ -34,11 +35,34 @@ typedef struct {
 /* The subject of a statement the policy decision held. */
 hold_subject hold_subject_of(const sqlp_decision *d);
 
+/* What a held statement is bound to, kept by the front while it waits (not
+ * moved once set: subject points into it).  Held by the minimum-necessary
+ * checks (mn): their outcome, copied, with their rule and reason, and a
+ * fingerprint from hold_text_fingerprint (the engine fingerprints only what it
+ * holds); else the decision's. */
+typedef struct hold_binding {
+    bool has_mn;
+    minnec_outcome mn;
+    char *fingerprint;     /* malloc'd; NULL when none could be had */
+    hold_subject subject;  /* fingerprint, rule, reason */
+} hold_binding;
+
+void hold_binding_init(hold_binding *b, const sqlp_decision *d, const minnec_outcome *mn, const char *sql, size_t len);
+/* The checks' outcome, or NULL when the engine held it. */
+const minnec_outcome *hold_binding_mn(const hold_binding *b);
+void hold_binding_clear(hold_binding *b);
+
 /* The approval request for a held statement (NUL-terminated text as the agent sent it). */
 approval_request hold_request(const hold_origin *o, const hold_subject *what, const char *statement);
 
 /* The statement's fingerprint for grants and audit records, or NULL. */
 const char *hold_fingerprint(const sqlp_decision *d);
+
+/* A fingerprint for a statement the engine allowed and a front's own check
+ * holds (minimum necessary), malloc'd: pg_query's of the text, or, for text
+ * PostgreSQL's parser does not take (MySQL: LIMIT 5, 10, ?), "sha256:<hex>" of
+ * the exact text, which binds an approval to that text only.  NULL: out of memory. */
+char *hold_text_fingerprint(const char *sql, size_t len);
 
 /* The text to run once approved (malloc'd; NULL when out of memory): a single
  * read under a row cap becomes the approved text as a subquery under LIMIT, so

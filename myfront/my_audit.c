@@ -16,6 +16,7 @@
 
 #include "gate/conn.h"
 #include "gate/log.h"
+#include "gate/min_necessary.h"
 #include "myfront/my_session.h"
 
 typedef struct my_audit_state {
@@ -95,12 +96,13 @@ static void session_command(my_session *s, const char *text, size_t len, const c
 }
 
 void my_audit_statement(my_session *s, const char *sql, size_t len, const sqlp_decision *d, const char *reason,
-                        const audit_param *params, size_t nparams, const char *approval_id)
+                        const audit_param *params, size_t nparams, const char *approval_id,
+                        const minnec_outcome *mn)
 {
     if (!log_of(s))
         return;
     if (d)
-        audit_session_statement(&s->aud, sql, len, d, params, nparams, approval_id, NULL);
+        audit_session_statement(&s->aud, sql, len, d, params, nparams, approval_id, mn);
     else
         session_command(s, sql, len, reason);
     start_result(s);

@@ -33,9 +33,11 @@ const char *my_audit_unavailable(my_session *s);
 
 /* The statement record (results wait until it is durable) and the start of its
  * result.  decision NULL: a command that is not SQL text (COM_INIT_DB), refused
- * when reason is set.  approval_id: the approval that released a held statement. */
+ * when reason is set.  approval_id: the approval that released a held statement;
+ * mn: its minimum-necessary checks (NULL = none). */
 void my_audit_statement(my_session *s, const char *sql, size_t len, const sqlp_decision *d, const char *reason,
-                        const audit_param *params, size_t nparams, const char *approval_id);
+                        const audit_param *params, size_t nparams, const char *approval_id,
+                        const struct minnec_outcome *mn);
 /* Approval events of the next statement ("approved", "denied", "timeout", "withdrawn", ...). */
 void my_audit_approval(my_session *s, const char *event, const char *request_id, const char *approver,
                        const char *reason, const char *fingerprint);

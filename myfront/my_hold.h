@@ -22,8 +22,11 @@ typedef struct my_session my_session;
 
 /* Start waiting for the held command (wire bytes at the head of the client's
  * input, the text sql/len); takes over the reference to d.  false: approvals
- * are not configured and the caller refuses as before. */
-bool my_hold_start(my_session *s, size_t wire, const char *sql, size_t len, sqlp_decision *d);
+ * are not configured and the caller refuses as before.  mn: held by the
+ * minimum-necessary checks (their rule and reason; NULL = by the engine). */
+struct minnec_outcome;
+bool my_hold_start(my_session *s, size_t wire, const char *sql, size_t len, sqlp_decision *d,
+                   const struct minnec_outcome *mn);
 bool my_hold_waiting(const my_session *s);
 /* The session is closing: withdraw a pending request (audited), free the hold. */
 void my_hold_withdraw(my_session *s, const char *why);

@@ -296,6 +296,7 @@ bool my_policy_prepare_ok(my_session *s, const my_prepare_ok *ok)
         .text = ps->pending_text,
         .d = ps->pending_d,
         .approval_id = ps->pending_approval,
+        .budget_pass = ps->pending_approval != NULL,
         .types = calloc((size_t)ok->params * 2 + 1, 1),
         .long_data = calloc(((size_t)ok->params + 7) / 8 + 1, 1),
     };

@@ -51,6 +51,7 @@ typedef struct my_stmt {
     bool types_known;
     uint8_t *long_data;     /* bitmap: parameters sent with COM_STMT_SEND_LONG_DATA */
     char *approval_id;      /* the approval that released its held PREPARE, or NULL */
+    bool budget_pass;       /* that approval covers its next EXECUTE's budget check */
 } my_stmt;
 
 /* A PREPARE was sent upstream with this decision (reference taken over);

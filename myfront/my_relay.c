@@ -35,8 +35,10 @@
 
 #include "gate/conn.h"
 #include "gate/log.h"
+#include "gate/min_necessary.h"
 #include "myfront/my_audit.h"
 #include "myfront/my_hold.h"
+#include "myfront/my_minnec.h"
 #include "myfront/my_policy.h"
 #include "myfront/my_session.h"
 
@@ -189,7 +191,7 @@ static void pause_client(my_session *s)
  * command's response is pending with a full input queue behind it. */
 static void resume_client(my_session *s)
 {
-    if (!s->client_paused || s->state != MYC_ACTIVE || my_hold_waiting(s))
+    if (!s->client_paused || s->state != MYC_ACTIVE || my_hold_waiting(s) || my_minnec_pending(s))
         return;
     if (evbuffer_get_length(conn_output(s->upstream)) > buffer_limit(s))
         return;
@@ -230,6 +232,9 @@ static void refuse_decision(my_session *s, const sqlp_decision *d)
                    d->rule ? d->rule : "?", d->reason ? d->reason : "");
 }
 
+static void decided(my_session *s, const chain_info *ci, const char *sql, size_t len, sqlp_decision *d,
+                    const minnec_outcome *mn);
+
 /* COM_QUERY and COM_STMT_PREPARE: every text goes through the engine. */
 static void statement(my_session *s, const chain_info *ci, const uint8_t *text, size_t len)
 {
@@ -251,12 +256,25 @@ static void statement(my_session *s, const chain_info *ci, const uint8_t *text, 
     }
     sqlp_decision *d = my_policy_decide(s, sql, len);
     /* A one-packet command waits for an approval (recorded when the outcome is known). */
-    if (d->verdict == SQLP_HOLD && ci->npackets == 1 && my_hold_start(s, ci->wire, sql, len, d))
+    if (d->verdict == SQLP_HOLD && ci->npackets == 1 && my_hold_start(s, ci->wire, sql, len, d, NULL))
         return;
+    bool refused = d->verdict != SQLP_ALLOW && d->verdict != SQLP_REWRITE;
+    /* A PHI read waits for its estimate / budget checks first (my_minnec.c). */
+    if (!refused && my_minnec_start(s, ci->wire, ci->npackets, sql, len, d))
+        return;
+    decided(s, ci, sql, len, d, NULL);
+}
+
+/* An allowed or refused decision d (taken over) of the command at the head of
+ * the client's input; mn: its minimum-necessary checks, when they ran. */
+static void decided(my_session *s, const chain_info *ci, const char *sql, size_t len, sqlp_decision *d,
+                    const minnec_outcome *mn)
+{
+    uint8_t cmd = s->command;
     bool refused = d->verdict != SQLP_ALLOW && d->verdict != SQLP_REWRITE;
     /* Queries are recorded now; a PREPARE at each EXECUTE, or now if it is refused. */
     if (cmd == MY_COM_QUERY || refused)
-        my_audit_statement(s, sql, len, d, NULL, NULL, 0, NULL);
+        my_audit_statement(s, sql, len, d, NULL, NULL, 0, NULL, mn);
     if (refused) {
         drop(s, ci);
         refuse_decision(s, d);
@@ -264,6 +282,7 @@ static void statement(my_session *s, const chain_info *ci, const uint8_t *text, 
         return;
     }
     s->scrub_errors = d->touches_phi;
+    s->count_phi_rows = cmd == MY_COM_QUERY && minnec_phi_read(d);
     myr_state next = cmd == MY_COM_QUERY ? MYR_RESULT : MYR_PREPARE;
     /* The rewrite must keep the one-packet shape, so the response ids line up. */
     if (d->verdict == SQLP_REWRITE && (ci->npackets != 1 || d->upstream_len + 1 >= MY_MAX_PACKET)) {
@@ -294,15 +313,22 @@ static void statement(my_session *s, const chain_info *ci, const uint8_t *text, 
         sqlp_decision_free(d);
 }
 
-/* ---- held statements (my_hold.c) --------------------------------------------------- */
+/* ---- checked and held statements (my_minnec.c, my_hold.c) ---------------------------- */
+
+void my_relay_run_checked(my_session *s, size_t wire, uint32_t npackets, const char *sql, size_t len,
+                          sqlp_decision *d, const minnec_outcome *mn)
+{
+    chain_info ci = {.wire = wire, .npackets = npackets};
+    decided(s, &ci, sql, len, d, mn);
+}
 
 void my_relay_run_approved(my_session *s, size_t wire, const char *sql, size_t len, sqlp_decision *d,
-                           const char *text, const char *approval_id)
+                           const char *text, const char *approval_id, const minnec_outcome *mn)
 {
     uint8_t cmd = s->command;
     size_t tlen = text ? strlen(text) : 0;
     if (!text || tlen + 1 >= MY_MAX_PACKET) {
-        my_relay_refuse_held(s, wire, sql, len, d, MY_ER_UNKNOWN_ERROR, "HY000",
+        my_relay_refuse_held(s, wire, sql, len, d, mn, MY_ER_UNKNOWN_ERROR, "HY000",
                              text ? "statement approved, but with the approval's row cap it is too long"
                                   : "out of memory applying the approval's row cap");
         sqlp_decision_free(d);
@@ -310,8 +336,9 @@ void my_relay_run_approved(my_session *s, size_t wire, const char *sql, size_t l
     }
     /* Queries are recorded now; a PREPARE at each EXECUTE, with the approval's id. */
     if (cmd == MY_COM_QUERY)
-        my_audit_statement(s, sql, len, d, NULL, NULL, 0, approval_id);
+        my_audit_statement(s, sql, len, d, NULL, NULL, 0, approval_id, mn);
     s->scrub_errors = d->touches_phi;
+    s->count_phi_rows = cmd == MY_COM_QUERY && minnec_phi_read(d);
     s->binary_rows = false;
     evbuffer_drain(conn_input(s->client), wire);
     uint8_t *p = malloc(tlen + 1);
@@ -327,9 +354,9 @@ void my_relay_run_approved(my_session *s, size_t wire, const char *sql, size_t l
 }
 
 void my_relay_refuse_held(my_session *s, size_t wire, const char *sql, size_t len, const sqlp_decision *d,
-                          uint16_t code, const char *sqlstate, const char *message)
+                          const minnec_outcome *mn, uint16_t code, const char *sqlstate, const char *message)
 {
-    my_audit_statement(s, sql, len, d, NULL, NULL, 0, NULL);
+    my_audit_statement(s, sql, len, d, NULL, NULL, 0, NULL, mn);
     evbuffer_drain(conn_input(s->client), wire);
     my_relay_refuse(s, code, sqlstate, message);
 }
@@ -367,14 +394,14 @@ static void init_db(my_session *s, const chain_info *ci, const uint8_t *name, si
     int tlen = snprintf(text, sizeof text, "/* COM_INIT_DB */ USE `%s`", db);
     drop(s, ci);
     if (!to) {
-        my_audit_statement(s, text, (size_t)tlen, NULL, why, NULL, 0, NULL);
+        my_audit_statement(s, text, (size_t)tlen, NULL, why, NULL, 0, NULL, NULL);
         my_relay_refuse(s, code, REFUSED_SQLSTATE, why);
         return;
     }
     if (to != s->up && !same_server(to, s->up)) {
         snprintf(why, sizeof why, "phigate cannot switch to database '%.64s': it is served by another server; "
                  "reconnect with it as the database", db);
-        my_audit_statement(s, text, (size_t)tlen, NULL, why, NULL, 0, NULL);
+        my_audit_statement(s, text, (size_t)tlen, NULL, why, NULL, 0, NULL, NULL);
         my_relay_refuse(s, MY_ER_DBACCESS_DENIED, REFUSED_SQLSTATE, why);
         return;
     }
@@ -384,12 +411,12 @@ static void init_db(my_session *s, const chain_info *ci, const uint8_t *name, si
         my_session_log(s, LOG_LEVEL_ERROR, "%s", err);
         snprintf(why, sizeof why, "phigate cannot analyse statements for database '%.64s': its catalog is not loaded",
                  db);
-        my_audit_statement(s, text, (size_t)tlen, NULL, why, NULL, 0, NULL);
+        my_audit_statement(s, text, (size_t)tlen, NULL, why, NULL, 0, NULL, NULL);
         my_relay_refuse(s, MY_ER_UNKNOWN_ERROR, "HY000", why);
         return;
     }
     sqlp_engine_unref(e);
-    my_audit_statement(s, text, (size_t)tlen, NULL, NULL, NULL, 0, NULL);
+    my_audit_statement(s, text, (size_t)tlen, NULL, NULL, NULL, 0, NULL, NULL);
     /* The upstream's own name for the database, which may differ from phigate's. */
     size_t dl = strlen(to->database);
     uint8_t *p = malloc(dl + 1);
@@ -473,13 +500,20 @@ static void execute(my_session *s, const chain_info *ci, const uint8_t *p, size_
         refuse_fmt(s, MY_ER_UNKNOWN_ERROR, "HY000", "phigate refuses statements: %s", down);
         return;
     }
+    /* A PHI read counts against the identity's budget: checked first (my_minnec.c). */
+    minnec_outcome *mn = s->exec_checked;
+    s->exec_checked = NULL;
+    if (!mn && my_minnec_execute_start(s, ci->wire, st))
+        return;
     audit_param params[256];
     char tokens[256][32];
     size_t np = execute_params(s, st, &c, params, tokens, 256);
-    my_audit_statement(s, st->text, strlen(st->text), st->d, NULL, params, np, st->approval_id);
+    my_audit_statement(s, st->text, strlen(st->text), st->d, NULL, params, np, st->approval_id, mn);
+    free(mn);
     /* Long data is consumed by the execution it was sent for. */
     memset(st->long_data, 0, ((size_t)st->nparams + 7) / 8 + 1);
     s->scrub_errors = st->d->touches_phi;
+    s->count_phi_rows = minnec_phi_read(st->d);
     s->binary_rows = true;
     forward(s, ci, MYR_RESULT);
 }
@@ -593,7 +627,8 @@ static void handle_command(my_session *s, const chain_info *ci)
         forward(s, ci, MYR_SIMPLE);
         break;
     case MY_COM_STMT_EXECUTE:
-        if (rate_limited(s, ci))
+        /* Once its budget check passed it comes by again: the token was taken then. */
+        if (!s->exec_checked && rate_limited(s, ci))
             break;
         execute(s, ci, p, len);
         break;
@@ -620,7 +655,8 @@ static void handle_command(my_session *s, const chain_info *ci)
 void my_relay_client_data(my_session *s)
 {
     struct evbuffer *in = conn_input(s->client);
-    while (s->state == MYC_ACTIVE && s->rstate == MYR_IDLE && !s->client_paused && !my_hold_waiting(s)) {
+    while (s->state == MYC_ACTIVE && s->rstate == MYR_IDLE && !s->client_paused && !my_hold_waiting(s) &&
+           !my_minnec_pending(s)) {
         if (evbuffer_get_length(in) == 0)
             break;
         chain_info ci;
@@ -644,7 +680,7 @@ void my_relay_client_data(my_session *s)
             pause_client(s);
     }
     /* A command in flight or held: bytes queued behind it are bounded too. */
-    if (s->state == MYC_ACTIVE && (s->rstate != MYR_IDLE || my_hold_waiting(s)) &&
+    if (s->state == MYC_ACTIVE && (s->rstate != MYR_IDLE || my_hold_waiting(s) || my_minnec_pending(s)) &&
         evbuffer_get_length(in) > buffer_limit(s))
         pause_client(s);
 }
@@ -726,8 +762,19 @@ static void emit_replaced(my_session *s, const chain_info *ci, struct evbuffer *
     evbuffer_free(framed);
 }
 
+/* A row of the result: audited, and counted for a PHI read's budget. */
+static void count_row(my_session *s)
+{
+    my_audit_row(s);
+    s->phi_rows += s->count_phi_rows;
+}
+
 static void end_response(my_session *s)
 {
+    if (s->count_phi_rows && s->phi_rows)
+        my_minnec_count_rows(s, s->phi_rows);
+    s->count_phi_rows = false;
+    s->phi_rows = 0;
     if (s->discard_result) {
         /* The refused LOCAL INFILE: the client hears why, in place of the answer. */
         s->discard_result = false;
@@ -1070,7 +1117,7 @@ static void on_row(my_session *s, const chain_info *ci, uint8_t seq, const uint8
         return;
     }
     /* A row with a PHI column that arrived unmasked. */
-    my_audit_row(s);
+    count_row(s);
     struct evbuffer *body = evbuffer_new();
     if (!my_policy_mask_row(s, p, len, s->binary_rows, body)) {
         evbuffer_free(body);
@@ -1240,6 +1287,11 @@ static bool inspect(my_session *s)
     case MYR_RESETUP:
         on_resetup(s, &ci, p, len);
         break;
+    case MYR_EXPLAIN:
+        /* phigate's own EXPLAIN: never the client's, never audited (p lives until the drain). */
+        my_minnec_explain_packet(s, p, len, deprecate_eof(s));
+        evbuffer_drain(in, ci.wire);
+        break;
     case MYR_IDLE:
         break;
     }
@@ -1317,7 +1369,7 @@ void my_relay_upstream_data(my_session *s)
                     special = true;
                     break;
                 }
-                my_audit_row(s);
+                count_row(s);
                 s->pass_continues = len == MY_MAX_PACKET;
             }
             s->useq++;

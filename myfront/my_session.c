@@ -20,6 +20,7 @@
 #include "gate/oidc.h"
 #include "myfront/my_audit.h"
 #include "myfront/my_hold.h"
+#include "myfront/my_minnec.h"
 #include "myfront/my_policy.h"
 
 /* Never advertised: compression (declined), LOCAL INFILE (refused), query
@@ -142,6 +143,7 @@ static void session_free(void *arg)
     engines_forget(s->server->engines, s);
     oidc_cancel(s->oidc_wait);
     my_hold_withdraw(s, "session freed");
+    my_minnec_free(s);
     my_relay_free(s);
     my_policy_session_free(s);
     my_audit_session_free(s);
@@ -161,6 +163,7 @@ void my_session_close(my_session *s, const char *why)
         return;
     my_session_log(s, LOG_LEVEL_INFO, "closing: %s", why);
     my_hold_withdraw(s, why);
+    my_minnec_free(s); /* checks in flight end with the session */
     my_audit_disconnect(s, why);
     my_session_set_state(s, MYC_DEAD);
     front_session_closed(&s->fs, s->timer);

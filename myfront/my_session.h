@@ -33,6 +33,7 @@
 
 struct event;
 struct evbuffer;
+struct minnec_outcome;
 typedef struct conn conn;
 
 /* Client side states; the comment says where the session is. */
@@ -82,7 +83,8 @@ typedef enum {
     X(MYR_PARAMS_EOF) \
     X(MYR_PCOLUMNS)     /* column definitions of a prepared statement */ \
     X(MYR_PCOLUMNS_EOF) \
-    X(MYR_RESETUP)      /* after COM_RESET_CONNECTION: phigate's session setup again, the client's OK held */
+    X(MYR_RESETUP)      /* after COM_RESET_CONNECTION: phigate's session setup again, the client's OK held */ \
+    X(MYR_EXPLAIN)      /* phigate's own EXPLAIN before a PHI read (my_minnec.c): consumed, never relayed */
 
 typedef enum {
 #define MYR_ENUM(s) s,
@@ -173,6 +175,10 @@ typedef struct my_session {
     struct sqlp_session *sqlsession;
     bool scrub_errors;            /* the statement in flight touches PHI: scrub its ERR text */
     struct my_held *held;         /* a statement waiting for approval (my_hold.c) */
+    struct my_minnec *minnec;     /* a PHI read waiting for its minimum-necessary checks (my_minnec.c) */
+    struct minnec_outcome *exec_checked; /* the EXECUTE at the head of the input passed its budget check */
+    bool count_phi_rows;          /* the response in flight is a PHI read's: its rows count against the budget */
+    uint64_t phi_rows;
 
     /* audit (my_audit.c) */
     struct my_audit_state *audit;
@@ -250,10 +256,14 @@ void my_upstream_send_setup(my_session *s);
  * text (the masked statement under the row cap; NULL when out of memory) goes
  * upstream in its place; takes over d. */
 void my_relay_run_approved(my_session *s, size_t wire, const char *sql, size_t len, sqlp_decision *d,
-                           const char *text, const char *approval_id);
+                           const char *text, const char *approval_id, const struct minnec_outcome *mn);
 /* A held command refused: its statement record, then the ERR. */
 void my_relay_refuse_held(my_session *s, size_t wire, const char *sql, size_t len, const sqlp_decision *d,
-                          uint16_t code, const char *sqlstate, const char *message);
+                          const struct minnec_outcome *mn, uint16_t code, const char *sqlstate, const char *message);
+/* A command the minimum-necessary checks (outcome mn) let run: as an allowed
+ * statement, recorded with mn; takes over d. */
+void my_relay_run_checked(my_session *s, size_t wire, uint32_t npackets, const char *sql, size_t len,
+                          sqlp_decision *d, const struct minnec_outcome *mn);
 /* After a hold ended: handle the commands that waited behind it. */
 void my_relay_resume(my_session *s);
 /* Answer the client's command (seq 1 onwards) with an ERR, nothing sent upstream. */

@@ -19,10 +19,7 @@ typedef struct pg_held {
     approval_wait *wait;
     sqlp_decision *d;
     pg_stmt_copy m;        /* the held message */
-    bool has_mn;
-    minnec_outcome mn;     /* held by the minimum-necessary checks */
-    char *fingerprint;     /* what an approval is bound to */
-    const char *rule, *reason;
+    hold_binding b;        /* what an approval is bound to (and the checks' outcome) */
 } pg_held;
 
 bool pg_hold_waiting(const pg_session *s) { return s->held != NULL; }
@@ -31,7 +28,7 @@ static void held_free(pg_held *h)
 {
     sqlp_decision_free(h->d);
     pg_stmt_copy_clear(&h->m);
-    free(h->fingerprint);
+    hold_binding_clear(&h->b);
     free(h);
 }
 
@@ -73,7 +70,7 @@ static void forward_approved(pg_session *s, pg_held *h, uint64_t row_cap)
     free(sql);
 }
 
-static const minnec_outcome *mn_of(const pg_held *h) { return h->has_mn ? &h->mn : NULL; }
+static const minnec_outcome *mn_of(const pg_held *h) { return hold_binding_mn(&h->b); }
 
 static void refuse_held(pg_session *s, pg_held *h, const char *sqlstate, const char *msg)
 {
@@ -87,7 +84,7 @@ static void on_outcome(void *arg, approval_outcome outcome, const approval_resul
     pg_held *h = s->held;
     h->wait = NULL;
     char msg[700];
-    pg_audit_approval(s, approval_outcome_name(outcome), r->request_id, r->approver, r->reason, h->fingerprint);
+    pg_audit_approval(s, approval_outcome_name(outcome), r->request_id, r->approver, r->reason, h->b.fingerprint);
     if (outcome == APPROVAL_APPROVED) {
         pg_session_log(s, LOG_LEVEL_INFO, "held statement approved by %s (request %s)",
                        r->approver ? r->approver : "a standing grant", r->request_id ? r->request_id : "(none)");
@@ -97,7 +94,7 @@ static void on_outcome(void *arg, approval_outcome outcome, const approval_resul
             s->syncs_sent++;
         } else {
             /* A prepared statement is recorded at each Execute, like any other. */
-            if (h->has_mn)
+            if (h->b.has_mn)
                 pg_minnec_approved_parse(s, h->m.name);
             pg_policy_remember(s, h->m.name, h->m.sql, h->m.len, h->d);
             h->d = NULL;
@@ -106,7 +103,7 @@ static void on_outcome(void *arg, approval_outcome outcome, const approval_resul
         static const char *const sqlstates[] = {
             [HOLD_REFUSED_DENIED] = "42501", [HOLD_REFUSED_TIMEOUT] = "57014",
             [HOLD_REFUSED_UNAVAILABLE] = "58000", [HOLD_REFUSED_CANCELLED] = "57014"};
-        hold_refusal_kind k = hold_refusal(outcome, r, h->rule, msg, sizeof msg);
+        hold_refusal_kind k = hold_refusal(outcome, r, h->b.subject.rule, msg, sizeof msg);
         refuse_held(s, h, sqlstates[k], msg);
     }
     resume(s);
@@ -121,26 +118,14 @@ bool pg_hold_start(pg_session *s, char type, uint32_t total, const char *name, c
     pg_held *h = calloc(1, sizeof *h);
     h->d = d;
     pg_stmt_copy_init(&h->m, type, total, name, sql, len, types, types_len);
-    if (mn) {
-        h->has_mn = true;
-        h->mn = *mn;
-        /* The engine fingerprints only what it holds; an allowed read gets one here. */
-        h->fingerprint = sqlp_fingerprint(sql, len);
-        h->rule = h->mn.rule;
-        h->reason = h->mn.reason;
-    } else {
-        const char *fp = hold_fingerprint(d);
-        h->fingerprint = fp ? strdup(fp) : NULL;
-        h->rule = d->rule;
-        h->reason = d->reason;
-    }
+    hold_binding_init(&h->b, d, mn, sql, len);
+    hold_subject what = h->b.subject;
     s->held = h;
     conn_read_disable(s->client);
     hold_origin who = {s->user, s->client_addr, s->database, "postgres",
                        (uint32_t)pg_server_config(s->server)->approvals_wait_ms};
-    hold_subject what = {h->fingerprint, h->rule, h->reason};
     approval_request req = hold_request(&who, &what, h->m.sql);
-    pg_session_log(s, LOG_LEVEL_INFO, "statement held for approval (rule %s)", h->rule ? h->rule : "?");
+    pg_session_log(s, LOG_LEVEL_INFO, "statement held for approval (rule %s)", h->b.subject.rule ? h->b.subject.rule : "?");
     /* The callback never runs inline, so s->held is in place when it does. */
     h->wait = approvals_request(a, &req, on_outcome, s);
     return true;
@@ -153,7 +138,7 @@ void pg_hold_cancel(pg_session *s)
         return;
     approval_wait_cancel(h->wait);
     h->wait = NULL;
-    pg_audit_approval(s, "withdrawn", NULL, NULL, "cancelled by the client", h->fingerprint);
+    pg_audit_approval(s, "withdrawn", NULL, NULL, "cancelled by the client", h->b.fingerprint);
     refuse_held(s, h, "57014", HOLD_CANCELLED_MESSAGE);
     resume(s);
 }

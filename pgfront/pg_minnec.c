@@ -2,7 +2,6 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include "gate/conn.h"
 #include "gate/log.h"
 #include "gate/min_necessary.h"
+#include "gate/minnec_check.h"
 #include "pgfront/pg_audit.h"
 #include "pgfront/pg_hold.h"
 #include "pgfront/pg_policy.h"
@@ -21,16 +21,12 @@
 typedef struct pg_minnec {
     pg_stmt_copy m;           /* the statement (type, total, text), copied */
     sqlp_decision *d;
-    minnec_outcome out;
-    int pending;              /* checks still running */
-    approvals_op *budget_op;  /* Redis budget read in flight */
+    minnec_check chk;         /* outcome, pending checks, budget read, refusal */
     bool explaining;          /* our EXPLAIN's answer is still coming */
     struct evbuffer *plan;    /* its JSON text */
     bool plan_too_big;
     char explain_sqlstate[6]; /* set when EXPLAIN failed */
     char explain_error[240];  /* scrubbed */
-    char refuse_sqlstate[6];
-    struct event *fire_ev;    /* all checks in: decide from the loop, never from a callback */
 } pg_minnec;
 
 bool pg_minnec_pending(const pg_session *s) { return s->minnec != NULL; }
@@ -39,10 +35,7 @@ static const minnec_limits *limits_of(const pg_session *s) { return &s->role->mi
 
 static void gate_free(pg_minnec *g)
 {
-    if (g->budget_op)
-        approvals_op_cancel(g->budget_op);
-    if (g->fire_ev)
-        event_free(g->fire_ev);
+    minnec_check_clear(&g->chk);
     if (g->plan)
         evbuffer_free(g->plan);
     sqlp_decision_free(g->d);
@@ -66,15 +59,15 @@ static void refuse_unapproved(pg_session *s, pg_minnec *g)
     char msg[600];
     snprintf(msg, sizeof msg,
              "statement held for approval (rule %s): %s; approvals are not enabled in this phigate, so it is "
-             "refused: narrow it with a selective WHERE or a small LIMIT", g->out.rule, g->out.reason);
-    pg_audit_statement(s, g->m.sql, g->m.len, g->d, g->m.type == 'Q', &g->out);
+             "refused: narrow it with a selective WHERE or a small LIMIT", g->chk.out.rule, g->chk.out.reason);
+    pg_audit_statement(s, g->m.sql, g->m.len, g->d, g->m.type == 'Q', &g->chk.out);
     pg_relay_refuse(s, g->m.type, g->m.total, "42501", msg);
 }
 
 /* An Execute: run it, or refuse it with the reason (never held). */
 static void act_execute(pg_session *s, pg_minnec *g)
 {
-    minnec_outcome *o = &g->out;
+    minnec_outcome *o = &g->chk.out;
     struct evbuffer *in = conn_input(s->client);
     struct evbuffer_ptr head;
     evbuffer_ptr_set(in, &head, 0, EVBUFFER_PTR_SET);
@@ -90,10 +83,10 @@ static void act_execute(pg_session *s, pg_minnec *g)
         snprintf(o->reason + n, sizeof o->reason - n,
                  "; an Execute of a prepared statement does not wait for approval: it is refused");
         o->refused = true;
-        snprintf(g->refuse_sqlstate, sizeof g->refuse_sqlstate, "53400");
+        snprintf(g->chk.refuse_sqlstate, sizeof g->chk.refuse_sqlstate, "53400");
     }
     pg_audit_execute(s, in, &head, g->m.total, o);
-    pg_relay_refuse(s, 'E', g->m.total, g->refuse_sqlstate, o->reason);
+    pg_relay_refuse(s, 'E', g->m.total, g->chk.refuse_sqlstate, o->reason);
 }
 
 /* Act on the outcome; the gate is already detached from the session. */
@@ -104,7 +97,7 @@ static void act(pg_session *s, pg_minnec *g)
         gate_free(g);
         return;
     }
-    minnec_outcome *o = &g->out;
+    minnec_outcome *o = &g->chk.out;
     const pg_stmt_copy *m = &g->m;
     /* Our EXPLAIN took a batch since the decision: the statement's is the next one. */
     pg_policy_scrub_next_batch(s);
@@ -112,7 +105,7 @@ static void act(pg_session *s, pg_minnec *g)
         minnec_outcome_judge(o);
     if (o->refused) {
         pg_audit_statement(s, m->sql, m->len, g->d, m->type == 'Q', o);
-        pg_relay_refuse(s, m->type, m->total, g->refuse_sqlstate, o->reason);
+        pg_relay_refuse(s, m->type, m->total, g->chk.refuse_sqlstate, o->reason);
     } else if (o->verdict != MINNEC_RUN) {
         pg_session_log(s, LOG_LEVEL_INFO, "minimum necessary: %s", o->reason);
         if (pg_hold_start(s, m->type, m->total, m->name, m->sql, m->len, m->types, m->types_len, g->d, o))
@@ -146,57 +139,9 @@ static void on_fire(evutil_socket_t fd, short what, void *arg)
     pg_session_flush(s);
 }
 
-static void check_done(pg_session *s)
-{
-    pg_minnec *g = s->minnec;
-    if (--g->pending == 0)
-        event_active(g->fire_ev, 0, 0);
-}
-
-static void refuse_with(pg_minnec *g, const char *sqlstate, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void refuse_with(pg_minnec *g, const char *sqlstate, const char *fmt, ...)
-{
-    if (g->out.refused)
-        return; /* the first cause is the one the agent hears */
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(g->out.reason, sizeof g->out.reason, fmt, ap);
-    va_end(ap);
-    g->out.refused = true;
-    g->out.rule = "min_necessary.error";
-    snprintf(g->refuse_sqlstate, sizeof g->refuse_sqlstate, "%s", sqlstate);
-}
-
-/* ---- budget (Redis) ------------------------------------------------------------------ */
-
-static void on_budget(void *arg, const char *err, uint64_t used, int64_t ttl_ms)
-{
-    pg_session *s = arg;
-    pg_minnec *g = s->minnec;
-    g->budget_op = NULL;
-    if (err) {
-        /* Fail closed: a budget nobody can read is not a budget. */
-        refuse_with(g, "58000",
-                    "PHI row budget of identity \"%s\" cannot be checked, so this PHI read is refused: %s", s->user,
-                    err);
-    } else {
-        g->out.facts.budget_known = true;
-        g->out.facts.used = used;
-        g->out.facts.window_left_ms = ttl_ms;
-    }
-    check_done(s);
-}
-
 static void start_budget(pg_session *s, pg_minnec *g)
 {
-    approvals *a = pg_server_approvals(s->server);
-    g->pending++;
-    if (a)
-        g->budget_op = approvals_budget(a, s->user, 0, limits_of(s)->budget_window_ms, on_budget, s);
-    if (!g->budget_op) {
-        refuse_with(g, "58000", "PHI row budget of identity \"%s\" cannot be checked (no Redis connection)", s->user);
-        g->pending--;
-    }
+    minnec_check_budget(&g->chk, pg_server_approvals(s->server), limits_of(s)->budget_window_ms, 0, "58000");
 }
 
 /* ---- estimate (EXPLAIN on the session's upstream) ------------------------------------------ */
@@ -220,17 +165,17 @@ static void start_explain(pg_session *s, pg_minnec *g)
     minnec_plan_kind kind;
     const char *why = no_estimate_reason(s, g, &kind);
     if (kind == MINNEC_PLAN_FETCH) {
-        g->out.facts.exempt = true;
-        snprintf(g->out.facts.no_estimate, sizeof g->out.facts.no_estimate, "%s", why);
+        g->chk.out.facts.exempt = true;
+        snprintf(g->chk.out.facts.no_estimate, sizeof g->chk.out.facts.no_estimate, "%s", why);
         return;
     }
     if (why) {
-        snprintf(g->out.facts.no_estimate, sizeof g->out.facts.no_estimate, "%s", why);
+        snprintf(g->chk.out.facts.no_estimate, sizeof g->chk.out.facts.no_estimate, "%s", why);
         return;
     }
     char *q = minnec_explain_sql(g->d, SQLP_DIALECT_POSTGRES);
     if (!q) {
-        snprintf(g->out.facts.no_estimate, sizeof g->out.facts.no_estimate, "out of memory");
+        snprintf(g->chk.out.facts.no_estimate, sizeof g->chk.out.facts.no_estimate, "out of memory");
         return;
     }
     pg_put_query(conn_output(s->upstream), q, strlen(q));
@@ -239,7 +184,7 @@ static void start_explain(pg_session *s, pg_minnec *g)
     s->explain_ordinal = s->syncs_sent;
     g->explaining = true;
     g->plan = evbuffer_new();
-    g->pending++;
+    minnec_check_add(&g->chk);
 }
 
 bool pg_minnec_owns_upstream(const pg_session *s)
@@ -303,13 +248,13 @@ void pg_minnec_upstream_message(pg_session *s, char type, struct evbuffer *in, u
 
 static void judge_plan(pg_session *s, pg_minnec *g)
 {
-    minnec_facts *f = &g->out.facts;
+    minnec_facts *f = &g->chk.out.facts;
     if (g->explain_sqlstate[0]) {
         /* The statement would fail the same way: nothing runs, the agent hears why.
          * A cancel that hit the EXPLAIN was meant for the statement: it ends it too. */
         if (limits_of(s)->estimate_row_limit >= 0 || strcmp(g->explain_sqlstate, "57014") == 0)
-            refuse_with(g, g->explain_sqlstate, "phigate could not get the planner's estimate for this PHI read: %s",
-                        g->explain_error);
+            minnec_check_refuse(&g->chk, 0, g->explain_sqlstate,
+                                "phigate could not get the planner's estimate for this PHI read: %s", g->explain_error);
         snprintf(f->no_estimate, sizeof f->no_estimate, "EXPLAIN failed with SQLSTATE %s", g->explain_sqlstate);
         return;
     }
@@ -331,7 +276,7 @@ void pg_minnec_explain_done(pg_session *s)
         return;
     g->explaining = false;
     judge_plan(s, g);
-    check_done(s);
+    minnec_check_done(&g->chk);
 }
 
 static pg_minnec *gate_new(pg_session *s, char type, uint32_t total)
@@ -339,9 +284,7 @@ static pg_minnec *gate_new(pg_session *s, char type, uint32_t total)
     pg_minnec *g = calloc(1, sizeof *g);
     g->m.type = type;
     g->m.total = total;
-    g->out.limits = limits_of(s);
-    g->out.facts.window_left_ms = -1;
-    g->fire_ev = event_new(pg_server_base(s->server), -1, 0, on_fire, s);
+    minnec_check_init(&g->chk, pg_server_base(s->server), limits_of(s), s->user, on_fire, s);
     s->minnec = g;
     conn_read_disable(s->client);
     return g;
@@ -370,7 +313,7 @@ bool pg_minnec_start(pg_session *s, char type, uint32_t total, const char *name,
     start_explain(s, g);
     if (l->budget_rows > 0)
         start_budget(s, g);
-    if (g->pending == 0)
+    if (g->chk.pending == 0)
         act_now(s, g); /* no estimate possible, no budget */
     return true;
 }
@@ -406,32 +349,14 @@ void pg_minnec_start_execute(pg_session *s, uint32_t total)
 {
     pg_minnec *g = gate_new(s, 'E', total);
     /* Parameters are bound: no estimate; the budget decides. */
-    g->out.facts.exempt = true;
-    snprintf(g->out.facts.no_estimate, sizeof g->out.facts.no_estimate, "Execute of a prepared statement");
+    g->chk.out.facts.exempt = true;
+    snprintf(g->chk.out.facts.no_estimate, sizeof g->chk.out.facts.no_estimate, "Execute of a prepared statement");
     start_budget(s, g);
-    if (g->pending == 0)
+    if (g->chk.pending == 0)
         act_now(s, g);
 }
 
 /* ---- counting ------------------------------------------------------------------------- */
-
-typedef struct count_note {
-    char identity[64];
-    uint64_t rows;
-} count_note;
-
-static void on_counted(void *arg, const char *err, uint64_t used, int64_t ttl_ms)
-{
-    count_note *n = arg;
-    (void)ttl_ms;
-    if (err)
-        log_msg(LOG_LEVEL_WARN, "pgfront", "PHI row budget: %llu rows of identity \"%s\" not counted: %s",
-                (unsigned long long)n->rows, n->identity, err);
-    else
-        log_msg(LOG_LEVEL_DEBUG, "pgfront", "PHI row budget: identity \"%s\" has used %llu rows", n->identity,
-                (unsigned long long)used);
-    free(n);
-}
 
 void pg_minnec_count_rows(pg_session *s, uint64_t rows)
 {
@@ -439,10 +364,5 @@ void pg_minnec_count_rows(pg_session *s, uint64_t rows)
     approvals *a = pg_server_approvals(s->server);
     if (l->budget_rows == 0 || !a)
         return;
-    count_note *n = calloc(1, sizeof *n);
-    snprintf(n->identity, sizeof n->identity, "%s", s->user);
-    n->rows = rows;
-    /* Not tied to the session: the count is kept even if it closes meanwhile. */
-    if (!approvals_budget(a, s->user, rows, l->budget_window_ms, on_counted, n))
-        free(n);
+    approvals_budget_count(a, "pgfront", s->user, rows, l->budget_window_ms);
 }

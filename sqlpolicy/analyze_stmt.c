@@ -844,6 +844,19 @@ static void stmt(an_run *r, const Node *n, int depth)
     }
 }
 
+/* A top-level SELECT's constant LIMIT, or -1: what a planner estimate that
+ * ignores LIMIT (MariaDB's EXPLAIN) is capped by. */
+static int64_t top_row_limit(const Node *n)
+{
+    int64_t k;
+    if (!n || n->node_case != PG_QUERY__NODE__NODE_SELECT_STMT)
+        return -1;
+    const PgQuery__SelectStmt *s = n->select_stmt;
+    if (s->limit_count && an_const_int(s->limit_count, &k) && k >= 0)
+        return k;
+    return -1;
+}
+
 /* ---- entry points ------------------------------------------------------------------------- */
 
 /* Each statement of a multi-statement string is judged on its own run state
@@ -868,6 +881,7 @@ void sp_analyse(sp_analysis *an, const void *parse_result)
         sp_buf_init(&run.masks, an->a, 32);
         an->priv = &run;
         st->node = raw->stmt ? sp_strdup(an->a, an_node_name(raw->stmt)) : "(empty)";
+        st->row_limit = top_row_limit(raw->stmt);
         stmt(&run, raw->stmt, 1);
         an->priv = NULL;
     }

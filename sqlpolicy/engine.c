@@ -159,6 +159,7 @@ static sqlp_decision *simple_deny(const char *rule, const char *reason)
     d->statements[0].stmt_class = SQLP_CLASS_READ;
     d->statements[0].rule = d->rule;
     d->statements[0].reason = d->reason;
+    d->statements[0].row_limit = -1;
     return d;
 }
 
@@ -904,6 +905,7 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
         d->statements[0].verdict = SQLP_DENY;
         d->statements[0].rule = d->rule;
         d->statements[0].reason = d->reason;
+        d->statements[0].row_limit = -1;
     } else {
         d->nstatements = (size_t)an.nstmts;
         d->statements = sp_alloc(a, (an.nstmts ? (size_t)an.nstmts : 1) * sizeof *d->statements);
@@ -915,6 +917,7 @@ sqlp_decision *sqlp_decide(sqlp_engine *eng, const sqlp_context *ctx, const char
             output_columns(a, r, st);
             st->node = r->node ? sp_strdup(a, r->node) : NULL;
             st->has_params = r->params;
+            st->row_limit = r->row_limit;
             if (r->uncacheable)
                 cacheable = false;
             if (st->touches_phi)

@@ -286,6 +286,7 @@ typedef struct sp_stmt_result {
     sqlp_class effect_class;    /* PREPARE: class of what EXECUTE will run */
     const char *node;           /* statement node name, for messages */
     bool params;                /* a ParamRef ($1) appears */
+    int64_t row_limit;          /* the top-level SELECT's constant LIMIT; -1 = none */
 } sp_stmt_result;
 
 typedef struct sp_sess_entry sp_sess_entry;

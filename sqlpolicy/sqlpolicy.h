@@ -233,6 +233,7 @@ typedef struct sqlp_statement {
     char *fingerprint;      /* pg_query_fingerprint hex, for approvals (HOLD only, else NULL) */
     const char *node;       /* parse node, e.g. "SelectStmt", "FetchStmt"; NULL when unknown (MySQL) */
     bool has_params;        /* refers to bind parameters ($1): its plan needs their values */
+    int64_t row_limit;      /* a top-level SELECT's constant LIMIT (caps a row estimate); -1 = none */
     size_t ncolumns;
     sqlp_output_column *columns;
 } sqlp_statement;

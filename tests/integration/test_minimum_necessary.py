@@ -308,22 +308,25 @@ def budget_key():
     return f"{KEY_PREFIX}budget:{BUDGETED}"
 
 
-def budget_used(rds, expected, timeout=3):
-    """The identity's count in Redis once it reaches expected (rows are counted as results end)."""
+def budget_used(rds, expected, timeout=3, key=None):
+    """The identity's count in Redis (key: this module's identity's by default) once it reaches expected
+    (rows are counted as results end)."""
+    key = key or budget_key()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = rds.get(budget_key())
+        value = rds.get(key)
         if value is not None and int(value) == expected:
             return expected
         time.sleep(0.02)
-    return rds.get(budget_key())
+    return rds.get(key)
 
 
-def wait_window_closed(rds, timeout=WINDOW_S + 5):
+def wait_window_closed(rds, timeout=WINDOW_S + 5, key=None):
+    key = key or budget_key()
     deadline = time.monotonic() + timeout
-    while rds.exists(budget_key()) and time.monotonic() < deadline:
+    while rds.exists(key) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not rds.exists(budget_key()), "the budget window did not close"
+    assert not rds.exists(key), "the budget window did not close"
 
 
 def test_budget_used_up_holds_then_window_resets(mgw, binaries, rds, raw_patients):

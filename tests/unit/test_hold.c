@@ -65,6 +65,35 @@ int main(void)
           "unavailable: says the queue is down and why");
     CHECK(hold_refusal(APPROVAL_APPROVED, &down, d.rule, msg, sizeof msg) == HOLD_REFUSED_UNAVAILABLE,
           "asked about an approval, it fails closed");
+    /* Bindings: the engine's subject, or the minimum-necessary checks' (copied, fingerprinted here). */
+    hold_binding b;
+    hold_binding_init(&b, &d, NULL, "select ssn from patients", 24);
+    CHECK(!hold_binding_mn(&b) && strcmp(b.subject.fingerprint, "0123abcd") == 0 &&
+              strcmp(b.subject.rule, "phi.unscoped_read") == 0,
+          "binding of an engine hold: the decision's fingerprint and rule");
+    hold_binding_clear(&b);
+    minnec_outcome mn = {.rule = "min_necessary.estimate", .reason = "planner estimate 90 rows > limit 20"};
+    hold_binding_init(&b, &d, &mn, "select ssn from patients limit 90", 33);
+    mn.reason[0] = '\0'; /* the front's outcome may go away: the binding has its copy */
+    CHECK(hold_binding_mn(&b) && strcmp(b.subject.rule, "min_necessary.estimate") == 0 &&
+              strcmp(b.subject.reason, "planner estimate 90 rows > limit 20") == 0 && b.subject.fingerprint &&
+              strcmp(b.subject.fingerprint, "0123abcd") != 0,
+          "binding of a minimum-necessary hold: its rule, reason and a fingerprint of the text");
+    hold_binding_clear(&b);
+
+    /* A front's own hold (minimum necessary) fingerprints the text itself. */
+    char *fp = hold_text_fingerprint("select ssn from patients where id = 3", 37);
+    char *fp2 = hold_text_fingerprint("SELECT ssn FROM patients WHERE id = 9", 37);
+    CHECK(fp && fp2 && strcmp(fp, fp2) == 0 && strncmp(fp, "sha256:", 7) != 0,
+          "text fingerprint: pg_query's, the same for another constant");
+    free(fp);
+    free(fp2);
+    fp = hold_text_fingerprint("select ssn from patients limit 100, 5", 37);
+    fp2 = hold_text_fingerprint("select ssn from patients limit 100, 6", 37);
+    CHECK(fp && fp2 && strncmp(fp, "sha256:", 7) == 0 && strlen(fp) == 7 + 64 && strcmp(fp, fp2) != 0,
+          "text fingerprint: SHA-256 of the exact text where PostgreSQL's parser fails");
+    free(fp);
+    free(fp2);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -8,6 +8,7 @@
 
 #include "gate/config.h"
 #include "gate/min_necessary.h"
+#include "gate/minnec_check.h"
 
 static int passed, failed;
 #define CHECK(c, what) ((c) ? (void)passed++ : (void)(failed++, printf("FAIL %s (line %d)\n", what, __LINE__)))
@@ -327,6 +328,42 @@ static void test_config_budget(void)
     unlink(path);
 }
 
+static int fired;
+static void on_fire(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    fired++;
+}
+
+/* gate/minnec_check: pending checks fire once all are in; no Redis refuses a budgeted read. */
+static void test_check(void)
+{
+    struct event_base *base = event_base_new();
+    minnec_limits l = {.estimate_row_limit = 20, .budget_rows = 12, .budget_window_ms = 3000};
+    minnec_check c;
+    minnec_check_init(&c, base, &l, "agent1", on_fire, NULL);
+    minnec_check_add(&c);
+    minnec_check_budget(&c, NULL, l.budget_window_ms, 1105, "HY000");
+    CHECK(c.out.refused && c.refuse_code == 1105 && strcmp(c.refuse_sqlstate, "HY000") == 0 &&
+              strcmp(c.out.rule, "min_necessary.error") == 0 && strstr(c.out.reason, "\"agent1\"") &&
+              strstr(c.out.reason, "no Redis"),
+          "check: no Redis refuses with the front's code and names the identity");
+    minnec_check_refuse(&c, 1, "XX000", "later cause");
+    CHECK(c.refuse_code == 1105 && !strstr(c.out.reason, "later"), "check: the first cause is the one kept");
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    CHECK(fired == 0 && c.pending == 1, "check: nothing fires while a check runs");
+    minnec_check_done(&c);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    CHECK(fired == 1, "check: the last check in fires from the loop");
+    minnec_check_clear(&c);
+    minnec_check_init(&c, base, &l, "agent1", on_fire, NULL);
+    minnec_check_fire_if_idle(&c);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    CHECK(fired == 2 && c.out.facts.window_left_ms == -1 && c.out.limits == &l, "check: nothing to wait for fires");
+    minnec_check_clear(&c);
+    event_base_free(base);
+}
+
 int main(void)
 {
     test_plans();
@@ -334,6 +371,7 @@ int main(void)
     test_judge();
     test_config();
     test_config_budget();
+    test_check();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -479,14 +479,19 @@ static void check_node_and_params(sqlp_engine *eng)
         const char *sql, *node;
         bool params;
         bool mysql;
+        int64_t row_limit; /* the constant LIMIT a row estimate is capped by */
     } cases[] = {
-        {"SELECT first_name FROM patients WHERE id = 3", "SelectStmt", false, false},
-        {"SELECT first_name FROM patients WHERE id = $1", "SelectStmt", true, false},
-        {"SELECT first_name FROM patients WHERE id = 3 LIMIT $1", "SelectStmt", true, false},
-        {"FETCH 5 FROM nowhere", "FetchStmt", false, false},
-        {"EXPLAIN SELECT first_name FROM patients WHERE id = 3", "ExplainStmt", false, false},
-        {"SELECT first_name FROM patients WHERE id = 3", "SelectStmt", false, true},
-        {"SELECT first_name FROM patients WHERE id = ?", "SelectStmt", true, true},
+        {"SELECT first_name FROM patients WHERE id = 3", "SelectStmt", false, false, -1},
+        {"SELECT first_name FROM patients WHERE id = $1", "SelectStmt", true, false, -1},
+        {"SELECT first_name FROM patients WHERE id = 3 LIMIT $1", "SelectStmt", true, false, -1},
+        {"SELECT first_name FROM patients LIMIT 7 OFFSET 3", "SelectStmt", false, false, 7},
+        {"SELECT first_name FROM (SELECT * FROM patients LIMIT 2) p", "SelectStmt", false, false, -1},
+        {"FETCH 5 FROM nowhere", "FetchStmt", false, false, -1},
+        {"EXPLAIN SELECT first_name FROM patients WHERE id = 3", "ExplainStmt", false, false, -1},
+        {"SELECT first_name FROM patients WHERE id = 3", "SelectStmt", false, true, -1},
+        {"SELECT first_name FROM patients WHERE id = ?", "SelectStmt", true, true, -1},
+        {"SELECT first_name FROM patients LIMIT 90", "SelectStmt", false, true, 90},
+        {"SELECT first_name FROM patients LIMIT 100, 6", "SelectStmt", false, true, 6},
     };
     sqlp_session *sess = sqlp_session_new();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -499,9 +504,10 @@ static void check_node_and_params(sqlp_engine *eng)
                             .search_path = cases[i].mysql ? "\"clinic\"" : NULL};
         sqlp_decision *d = sqlp_decide(e, &ctx, cases[i].sql, strlen(cases[i].sql));
         const sqlp_statement *st = d->nstatements ? &d->statements[0] : NULL;
-        CHECK(st && st->node && strcmp(st->node, cases[i].node) == 0 && st->has_params == cases[i].params,
-              "%s: node %s params %d (%s)", cases[i].sql, st && st->node ? st->node : "(null)",
-              st ? st->has_params : -1, d->rule ? d->rule : "");
+        CHECK(st && st->node && strcmp(st->node, cases[i].node) == 0 && st->has_params == cases[i].params &&
+                  st->row_limit == cases[i].row_limit,
+              "%s: node %s params %d row_limit %lld (%s)", cases[i].sql, st && st->node ? st->node : "(null)",
+              st ? st->has_params : -1, st ? (long long)st->row_limit : -2, d->rule ? d->rule : "");
         sqlp_decision_free(d);
     }
     sqlp_session_free(sess);
