@@ -304,3 +304,29 @@ def test_jwks_uri_is_refreshed_periodically(stack, start_gateway, https_issuer):
     finally:
         issuer.published.remove(new)
     assert_no_token_in_logs(gw)
+
+
+# ---- reload -------------------------------------------------------------------------
+
+def test_reload_rebuilds_the_issuers_and_open_token_sessions_go_on(stack, start_gateway, binaries, tmp_path):
+    """A reload builds the token issuers of the new configuration (identities point into it); a session that
+    logged in with a token before keeps working under the configuration it started with."""
+    import psycopg
+    from test_reload import changed, reload
+    jwks = ISSUER.write_jwks(tmp_path / "jwks.json")
+    gw = start_gateway(oidc_overrides({"jwks_file": str(jwks)}), name="oidc_reload")
+    token = ISSUER.token(ID, **{ROLE_CLAIM: "analyst"})
+    TOKENS_SEEN.append(token)
+    with psycopg.connect(**gw.connect_kwargs("clinic", user=ID, password=token, sslmode="require"),
+                         autocommit=True) as open_session:
+        r = reload(gw, binaries, changed(gw, oidc__test__audience="phigate-v2"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        err = refused(stack, gw, ISSUER.token(ID, **{ROLE_CLAIM: "analyst"}))
+        assert "token audience (aud) does not include phigate's audience" in err, err
+        ok = psql_token(stack, gw, ISSUER.token(ID, aud="phigate-v2", **{ROLE_CLAIM: "analyst"}),
+                        "select ssn from patients where id = 1")
+        assert ok.returncode == 0 and ok.stdout.strip().startswith("***-**-"), ok
+        # Logged in before the reload: still served, under its own generation.
+        assert open_session.execute("select count(*) from wards").fetchone() == (10,)
+    assert_no_token_in_logs(gw)
+    stop_and_check(gw)
