@@ -132,6 +132,25 @@ def audit_keygen(binaries, folder):
     return Path(folder) / "audit_ed25519.key"
 
 
+def audit_lines(folder):
+    """[(file name, line number, raw line, record)] of the audit files in folder, in chain order.  A live file
+    ends in preallocated zeros (gate/AUDIT_FORMAT.md) and maybe a record still being written: both left out."""
+    out = []
+    for f in sorted(Path(folder).glob("audit-*.jsonl")):
+        for n, line in enumerate(f.read_bytes().rstrip(b"\0").split(b"\n")[:-1], 1):
+            out.append((f.name, n, line, json.loads(line)))
+    return out
+
+
+def client_port(conn):
+    """The local port of a psycopg connection: how its session appears in the connect record."""
+    s = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    try:
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -304,12 +323,8 @@ class Gateway:
                          for f in sorted(folder.rglob("*")) if f.is_file())
 
     def audit_records(self):
-        """Every complete record of the audit log in chain order (JSON objects).  A live file ends in
-        preallocated zeros (gate/AUDIT_FORMAT.md) and maybe a record still being written: both left out."""
-        out = []
-        for f in sorted(self.audit_dir.glob("audit-*.jsonl")):
-            out += [json.loads(line) for line in f.read_bytes().rstrip(b"\0").split(b"\n")[:-1]]
-        return out
+        """Every complete record of the audit log in chain order (JSON objects)."""
+        return [rec for *_, rec in audit_lines(self.audit_dir)]
 
     def log(self):
         try:

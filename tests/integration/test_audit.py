@@ -16,14 +16,14 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 
 import psycopg
 import pytest
 
-from harness import (AGENT, OUTSIDER, OUTSIDER_PASSWORD, REPO, audit_keygen, run_ctl, stop_and_check)
+from harness import (AGENT, OUTSIDER, OUTSIDER_PASSWORD, REPO, audit_keygen, audit_lines, client_port, run_ctl,
+                     stop_and_check)
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 LOG_FILE = "audit-000001.jsonl"
@@ -33,24 +33,6 @@ CONFIG = {
     "roles": {"tester": {"classes": {"ddl": "deny"}}},
     "audit": {"checkpoint_records": 7},  # several checkpoints inside a short log
 }
-
-
-def client_port(conn):
-    """The local port of a psycopg connection: how its session appears in the connect record."""
-    s = socket.socket(fileno=os.dup(conn.pgconn.socket))
-    try:
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
-
-def read_records(folder):
-    """[(file name, line number, raw line, record)] in chain order."""
-    out = []
-    for f in sorted(folder.glob("audit-*.jsonl")):
-        for n, line in enumerate(f.read_bytes().split(b"\n")[:-1], 1):
-            out.append((f.name, n, line, json.loads(line)))
-    return out
 
 
 def sessions_by_client(records):
@@ -67,7 +49,7 @@ class SessionLog:
         self.agent_statements = agent_statements  # [(text as phigate receives it, rows or sqlstate)]
         self.raw_ssn = raw_ssn
         self.outsider_statements = outsider_statements
-        self.records = read_records(folder)
+        self.records = audit_lines(folder)
         clients = sessions_by_client(self.records)
         self.agent_session = clients[agent_client]
         outsider = [r["session"] for _, _, _, r in self.records

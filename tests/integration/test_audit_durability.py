@@ -13,7 +13,6 @@ import json
 import os
 import random
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -23,24 +22,8 @@ import struct
 import psycopg
 import pytest
 
-from harness import AGENT, AGENT_PASSWORD, clean_env, run_ctl, stop_and_check
+from harness import AGENT, AGENT_PASSWORD, audit_lines, clean_env, client_port, run_ctl, stop_and_check
 from pgwire import PeerClosed, RawClient, message, parse_error_fields, query_message
-
-
-def client_port(conn):
-    s = socket.socket(fileno=os.dup(conn.pgconn.socket))
-    try:
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
-
-def read_records(folder):
-    out = []
-    for f in sorted(folder.glob("audit-*.jsonl")):
-        for n, line in enumerate(f.read_bytes().split(b"\n")[:-1], 1):
-            out.append((f.name, n, json.loads(line)))
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -138,7 +121,7 @@ def test_kill_9_under_load_loses_no_acknowledged_statement(start_gateway, stack,
     r = run_ctl(binaries, "audit", "verify", "--pubkey", audit_pubkey, "--allow-unsigned-tail", audit_dir)
     assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{gw2.diagnostics()}"
 
-    records = [rec for _, _, rec in read_records(audit_dir)]
+    records = [rec for *_, rec in audit_lines(audit_dir)]
     opens = [rec for rec in records if rec["type"] == "log_open"]
     assert len(opens) == 2, opens
     run1 = f"{opens[0]['seq']}-"
